@@ -1,0 +1,239 @@
+"""One configuration schema: every field has a type, a default and a help text.
+
+Values merge defaults < TOML file < command line (``--set section.key=value``), are
+validated once, and the resolved configuration is logged at start. Environment variables
+are read here and nowhere else (:func:`env`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+from engine.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass(frozen=True)
+class Field:
+    key: str
+    type: type
+    default: object
+    help: str
+    choices: tuple = ()
+    minimum: float | None = None
+
+
+F = Field
+SCHEMA: tuple[Field, ...] = (
+    # site and array: ONE reference position, used for LST and phasing everywhere
+    F("site.latitude_deg", float, 37.2339, "array reference latitude, WGS84 (deg)"),
+    F("site.longitude_deg", float, -118.2825, "array reference longitude, WGS84, east + (deg)"),
+    F("site.height_m", float, 1222.0, "array reference height above the WGS84 ellipsoid (m)"),
+    F("site.casa_name", str, "OVRO_MMA", "telescope name CASA knows the site by"),
+    F("array.stations_csv", str, "dsa110_stations.csv",
+      "station table (name, lat, lon, elevation); relative paths are under configs/"),
+    F("array.default_elevation_m", float, 1182.6, "elevation of stations with none listed (m)"),
+    F("array.data_stations", str, "1-47,68-102,103-116",
+      "1-based station numbers that carry data (ranges allowed); default: 47 EW + 35 NS + 14 "
+      "outriggers, chosen to include stations 101 and 115 whose baselines arrive reversed"),
+    F("array.dish_diameter_m", float, 4.65, "dish diameter for the Airy primary beam (m)"),
+    # band
+    F("band.nsubbands", int, 16, "subband files per observation", minimum=1),
+    F("band.nchan_per_subband", int, 48, "channels per subband file", minimum=1),
+    F("band.top_freq_hz", float, 1498643188.4765625,
+      "centre frequency of channel 0 of subband 00, the highest of the band (Hz)"),
+    F("band.channel_width_hz", float, -244140.625,
+      "channel width as written by the correlator (Hz, negative: frequency descends)"),
+    F("band.integration_s", float, 12.884902000427246, "integration time (s)"),
+    F("band.ntimes", int, 24, "integrations per observation", minimum=1),
+    # simulator (the demo and tests make their own observations)
+    F("sim.nants", int, 96, "antennas that carry data in simulated files (<= data_stations)",
+      minimum=2),
+    F("sim.nchan_per_subband", int, 48, "channels per simulated subband", minimum=1),
+    F("sim.ntimes", int, 24, "integrations per simulated observation", minimum=1),
+    F("sim.nobs", int, 2, "observations in a simulated run", minimum=1),
+    F("sim.start", str, "2025-10-02T01:00:00", "UTC start of the simulated run (ISO)"),
+    F("sim.dec_deg", float, 54.6, "pointing declination of the simulated run (deg, apparent)"),
+    F("sim.nsources", int, 8, "random field point sources per observation", minimum=0),
+    F("sim.flux_range_jy", str, "0.3,3.0", "field source flux densities, min,max (Jy)"),
+    F("sim.noise_jy", float, 0.0, "per-visibility noise, each of real and imaginary (Jy)"),
+    F("sim.gain_amp_rms", float, 0.0, "rms of simulated antenna gain amplitude errors"),
+    F("sim.gain_phase_rms_deg", float, 0.0, "rms of simulated antenna gain phases (deg)"),
+    F("sim.filename_jitter_s", float, 30.0, "max |jitter| of filename times (s)"),
+    F("sim.seed", int, 1234, "random seed of the simulated sky, gains and noise"),
+    # paths
+    F("paths.incoming", str, "incoming", "folder the correlator writes into"),
+    F("paths.stage", str, "stage", "work area for products being made"),
+    F("paths.products", str, "products", "published products"),
+    F("paths.registry", str, "registry.sqlite", "SQLite registry file"),
+    # discovery
+    F("discover.time_tolerance_s", float, 60.0,
+      "header start times closer than this belong to one observation (s)"),
+    F("discover.incomplete_wait_s", float, 1800.0,
+      "an observation still short of subbands this long after its newest file is incomplete "
+      "(s, file modification times)"),
+    F("discover.settle_s", float, 2.0,
+      "a file whose size changed within this many seconds is looked at again later (s)"),
+    F("discover.unreadable_retries", int, 3,
+      "scans a file may stay unreadable before it is quarantined", minimum=1),
+    # conversion
+    F("convert.phasing", str, "meridian", "meridian: one field per integration; single: "
+      "rephase to one centre", choices=("meridian", "single")),
+    F("convert.single_ra_deg", float, float("nan"),
+      "J2000 RA of the single phase centre (deg); NaN: the mid-time meridian"),
+    F("convert.single_dec_deg", float, float("nan"), "J2000 Dec of the single phase centre"),
+    F("convert.zarr_compress", bool, False, "compress the zarr stage store"),
+    # ray
+    F("ray.address", str, "local", "'local' starts an embedded cluster; else a Ray address"),
+    F("ray.num_cpus", int, 0, "CPUs for an embedded cluster (0: all)", minimum=0),
+    F("ray.max_obs_in_flight", int, 2, "observations converted/imaged at once", minimum=1),
+    F("ray.task_memory_gb", float, 0.5, "memory reserved per subband task (GB)"),
+    F("ray.assembly_memory_gb", float, 1.0, "memory reserved per MS assembly task (GB)"),
+    F("ray.max_retries", int, 2, "retries of a task that failed on a transient error"),
+    F("ray.include_dashboard", bool, False, "start the Ray dashboard with an embedded cluster"),
+    # logging
+    F("log.level", str, "INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+)
+
+_BY_KEY = {f.key: f for f in SCHEMA}
+
+
+def _coerce(field: Field, value, source: str):
+    if field.type is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{source}: {field.key} = {value!r} is not a boolean")
+    try:
+        out = field.type(value)
+        if field.type is int and isinstance(value, float) and value != int(value):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{source}: {field.key} = {value!r} is not a valid {field.type.__name__}") from None
+    if field.choices and out not in field.choices:
+        raise ConfigError(f"{source}: {field.key} = {out!r} is not one of {field.choices}")
+    if field.minimum is not None and out < field.minimum:
+        raise ConfigError(f"{source}: {field.key} = {out!r} is below {field.minimum}")
+    return out
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            flat.update(_flatten(v, key + "."))
+        else:
+            flat[key] = v
+    return flat
+
+
+class Config(SimpleNamespace):
+    """Resolved configuration; sections are attributes (``cfg.site.latitude_deg``)."""
+
+    def as_flat(self) -> dict:
+        return {f.key: getattr(getattr(self, f.key.split(".")[0]), f.key.split(".")[1])
+                for f in SCHEMA}
+
+    def digest(self) -> str:
+        """sha256 of the resolved values: recorded in product headers."""
+        blob = json.dumps(self.as_flat(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def resolve_path(self, key: str, base: Path | None = None) -> Path:
+        """A ``paths.*`` value as an absolute path (relative ones under ``base``)."""
+        p = Path(getattr(self.paths, key)).expanduser()
+        return p if p.is_absolute() else (base or Path.cwd()) / p
+
+
+def load(path: str | os.PathLike | None = None, overrides: dict | None = None) -> Config:
+    """Merge defaults < TOML file < overrides and validate every value once.
+
+    ``overrides`` maps dotted keys to values (strings from the command line are coerced).
+    Unknown keys are an error naming the key, so a typo never silently keeps a default.
+    """
+    values = {f.key: f.default for f in SCHEMA}
+    sources = [("defaults", {})]
+    if path is not None:
+        p = Path(path)
+        try:
+            with open(p, "rb") as fh:
+                sources.append((str(p), _flatten(tomllib.load(fh))))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {p} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+    sources.append(("command line", dict(overrides or {})))
+    for source, flat in sources:
+        for key, value in flat.items():
+            if key not in _BY_KEY:
+                raise ConfigError(f"{source}: unknown configuration key {key!r}")
+            values[key] = _coerce(_BY_KEY[key], value, source)
+    sections: dict[str, dict] = {}
+    for key, value in values.items():
+        sec, name = key.split(".", 1)
+        sections.setdefault(sec, {})[name] = value
+    cfg = Config(**{s: SimpleNamespace(**kv) for s, kv in sections.items()})
+    _check_consistency(cfg)
+    return cfg
+
+
+def _check_consistency(cfg: Config) -> None:
+    lo, _, hi = cfg.sim.flux_range_jy.partition(",")
+    try:
+        if not 0 < float(lo) <= float(hi):
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"sim.flux_range_jy = {cfg.sim.flux_range_jy!r} must be 'min,max' "
+                          "with 0 < min <= max") from None
+    if not -90 <= cfg.sim.dec_deg <= 90:
+        raise ConfigError(f"sim.dec_deg = {cfg.sim.dec_deg} is not a declination")
+    if cfg.band.channel_width_hz == 0:
+        raise ConfigError("band.channel_width_hz must not be 0")
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["a.b=1", ...]`` -> ``{"a.b": "1"}`` with a clear error for a malformed item."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def describe(cfg: Config) -> str:
+    """The resolved configuration as TOML-like text with each field's help."""
+    lines, section = [], None
+    flat = cfg.as_flat()
+    for f in SCHEMA:
+        sec, name = f.key.split(".", 1)
+        if sec != section:
+            lines.append(f"\n[{sec}]")
+            section = sec
+        lines.append(f"{name} = {json.dumps(flat[f.key])}  # {f.help}")
+    return "\n".join(lines).lstrip()
+
+
+def config_file(name: str) -> Path:
+    """A file shipped in configs/ (catalogs, station tables)."""
+    p = Path(name)
+    return p if p.is_absolute() else CONFIG_DIR / p
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    """The one place the engine reads environment variables."""
+    return os.environ.get(name, default)

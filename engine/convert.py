@@ -1,0 +1,401 @@
+"""Conversion of one observation: 16 UVH5 subbands -> zarr stage store -> one MS.
+
+Three steps, each a plain function of paths and configuration (the driver runs them as
+Ray tasks):
+
+1. :func:`plan_observation` reads the 16 headers (metadata only) and fixes the layout:
+   ascending channel grid, each file's channel slot, MS row order.
+2. :func:`convert_subband` (one per file) reads visibilities, conjugates reversed
+   baselines, converts to the MS sign convention, flags autocorrelations and non-finite
+   values, reorders rows and writes its channel block into the zarr store. A marker file
+   records the block, so a failed assembly never redoes subband work.
+3. :func:`assemble_ms` computes UVW (numba kernel on per-integration rotations), rephases
+   if asked, and writes the MS through a temporary name and an atomic rename.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine import geometry
+from engine.config import Config
+from engine.errors import InputFileError, ObservationError
+from engine.telescope import Telescope
+from engine.uvh5io import Header, parse_filename, read_header, read_subband
+from kernels.geometry import baseline_uvw_ms
+from kernels.visibility import conjugate_rows, gather_rows, rephase
+
+log = logging.getLogger(__name__)
+
+JD_TO_MJD = 2400000.5
+
+
+@dataclass
+class SubbandSlot:
+    path: str
+    subband: int
+    chan0: int  # first channel of this file in the ascending grid
+    nchan: int
+    descending: bool
+
+
+@dataclass
+class Plan:
+    """Layout of one observation, fixed before any visibility is read."""
+
+    obs_id: str
+    slots: list
+    freq_hz: list  # ascending
+    chan_width_hz: float
+    nrows: int
+    nbls: int
+    ntimes: int
+    npols: int
+    start_jd: float
+    dec_rad: float
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Plan":
+        d = json.loads(text)
+        d["slots"] = [SubbandSlot(**s) for s in d["slots"]]
+        return cls(**d)
+
+
+def plan_observation(obs_id: str, paths, cfg: Config, *, headers: list[Header] | None = None
+                     ) -> Plan:
+    """Check that the files form one observation and fix its channel and row layout."""
+    paths = [str(p) for p in paths]
+    headers = headers or [read_header(p) for p in paths]
+    if len(paths) != cfg.band.nsubbands:
+        raise ObservationError(f"{obs_id}: {len(paths)} files, expected {cfg.band.nsubbands}")
+    ref = headers[0]
+    sbs = []
+    for p, h in zip(paths, headers):
+        sbs.append(parse_filename(p)[1])
+        for attr in ("nblts", "npols", "ntimes"):
+            if getattr(h, attr) != getattr(ref, attr):
+                raise InputFileError(p, f"{attr} = {getattr(h, attr)} differs from "
+                                        f"{Path(ref.path).name} ({getattr(ref, attr)})")
+        if abs(h.start_jd - ref.start_jd) * 86400 > cfg.discover.time_tolerance_s:
+            raise InputFileError(p, "header start time differs from the rest of the observation")
+        if abs(h.dec_rad - ref.dec_rad) > 1e-6:
+            raise InputFileError(p, f"pointing dec {np.rad2deg(h.dec_rad):.4f} deg differs from "
+                                    f"{np.rad2deg(ref.dec_rad):.4f} deg in the other files")
+    if len(set(sbs)) != len(sbs):
+        raise ObservationError(f"{obs_id}: duplicate subbands {sorted(sbs)}")
+    freqs = np.concatenate([h.freq_hz for h in headers])
+    order = np.argsort(freqs)
+    f_sorted = freqs[order]
+    steps = np.diff(f_sorted)
+    width = float(np.median(np.abs(np.concatenate([np.diff(h.freq_hz) for h in headers
+                                                   if h.nfreqs > 1]) if any(
+        h.nfreqs > 1 for h in headers) else np.abs(steps))))
+    if steps.size and (steps.min() <= 0 or np.max(np.abs(steps - width)) > 1e-3 * width):
+        raise ObservationError(f"{obs_id}: subband frequencies do not tile one contiguous "
+                               "band (overlap, gap or unequal channel widths)")
+    slots = []
+    for p, h, sb in zip(paths, headers, sbs):
+        lo = int(np.searchsorted(f_sorted, h.freq_hz.min()))
+        desc = bool(h.nfreqs > 1 and h.freq_hz[0] > h.freq_hz[-1])
+        slots.append(SubbandSlot(p, sb, lo, h.nfreqs, desc))
+    nbls = ref.nblts // ref.ntimes
+    if nbls * ref.ntimes != ref.nblts:
+        raise InputFileError(ref.path, f"Nblts = {ref.nblts} is not Ntimes ({ref.ntimes}) x Nbls")
+    return Plan(obs_id, sorted(slots, key=lambda s: s.chan0), f_sorted.tolist(), width,
+                ref.nblts, nbls, ref.ntimes, ref.npols, ref.start_jd, ref.dec_rad)
+
+
+def ms_row_order(time_jd, ant1, ant2):
+    """Row order (time, ant1, ant2) after putting every baseline as ant1 <= ant2.
+
+    Returns ``(order, swapped, t_sorted, a1_sorted, a2_sorted)``; ``swapped`` flags the raw
+    rows whose antennas were reversed.
+    """
+    swapped = ant1 > ant2
+    lo, hi = np.minimum(ant1, ant2), np.maximum(ant1, ant2)
+    order = np.lexsort((hi, lo, time_jd))
+    return order, swapped, time_jd[order], lo[order], hi[order]
+
+
+def open_store(store: Path, plan: Plan, *, create: bool, compress: bool = False):
+    """The observation's zarr stage store: vis, flags, weight in MS order and convention."""
+    import zarr
+
+    shape = (plan.nrows, len(plan.freq_hz), plan.npols)
+    chunks = (plan.nbls, max(s.nchan for s in plan.slots), plan.npols)
+    if not create:
+        g = zarr.open_group(str(store), mode="r+")
+        return g["vis"], g["flags"], g["weight"]
+    g = zarr.open_group(str(store), mode="w")
+    comp = {} if compress else {"compressors": None}
+    vis = g.create_array("vis", shape=shape, chunks=chunks, dtype="complex64", fill_value=0j,
+                         **comp)
+    flags = g.create_array("flags", shape=shape, chunks=chunks, dtype="bool", fill_value=True,
+                           **comp)
+    weight = g.create_array("weight", shape=shape, chunks=chunks, dtype="float32",
+                            fill_value=0.0, **comp)
+    g.attrs["plan"] = plan.to_json()
+    return vis, flags, weight
+
+
+def marker_path(store: Path, sb: int) -> Path:
+    return Path(store) / f"sb{sb:02d}.done.json"
+
+
+def convert_subband(path: str, store: str, plan_json: str, *, compress: bool = False) -> dict:
+    """Read one subband and write its channel block into the zarr store.
+
+    Returns a manifest dict (subband, channels, rows, non-finite count, timings).
+    """
+    t0 = time.perf_counter()
+    plan = Plan.from_json(plan_json)
+    slot = next((s for s in plan.slots if s.path == path), None)
+    if slot is None:
+        raise ObservationError(f"{path} is not part of the plan of {plan.obs_id}")
+    sb = read_subband(path)
+    t_read = time.perf_counter() - t0
+    if sb.vis.shape != (plan.nrows, slot.nchan, plan.npols):
+        raise InputFileError(path, f"visdata shape {sb.vis.shape} does not match the plan "
+                                   f"({plan.nrows}, {slot.nchan}, {plan.npols})")
+    if set(sb.pols.tolist()) - {-5, -6, -7, -8}:
+        raise InputFileError(path, f"polarizations {sb.pols.tolist()} are not linear (XX/YY)")
+    order, swapped, t_s, a1_s, a2_s = ms_row_order(sb.time_jd, sb.ant1, sb.ant2)
+    keys = np.stack([a1_s, a2_s])
+    if np.any((np.diff(t_s) == 0) & np.all(np.diff(keys, axis=1) == 0, axis=0)):
+        raise InputFileError(path, "a baseline appears twice in one integration")
+    ref_keys = _reference_keys(store)
+    if ref_keys is not None and not (np.array_equal(ref_keys[0], a1_s)
+                                     and np.array_equal(ref_keys[1], a2_s)
+                                     and np.allclose(ref_keys[2], t_s, rtol=0, atol=1e-8)):
+        raise InputFileError(path, "baselines or times differ from the other subbands")
+    vis = sb.vis
+    dummy_uvw = np.zeros((vis.shape[0], 3))
+    conjugate_rows(vis, dummy_uvw, np.flatnonzero(swapped))  # UVH5: ant1 < ant2
+    np.conjugate(vis, out=vis)  # UVH5 -> MS phase convention (with UVW = x1 - x2)
+    bad = ~np.isfinite(vis)
+    n_bad = int(bad.any(axis=2).sum())
+    flags = sb.flags | bad.any(axis=2, keepdims=True) | (sb.ant1 == sb.ant2)[:, None, None]
+    vis[bad] = 0
+    weight = np.where(flags, 0.0, sb.nsamples).astype(np.float32)
+    vis_o = gather_rows(vis, order)
+    flags_o = gather_rows(flags, order)
+    weight_o = gather_rows(weight, order)
+    if slot.descending:
+        vis_o, flags_o, weight_o = vis_o[:, ::-1], flags_o[:, ::-1], weight_o[:, ::-1]
+    z_vis, z_flags, z_weight = open_store(Path(store), plan, create=False)
+    c = slice(slot.chan0, slot.chan0 + slot.nchan)
+    z_vis[:, c, :] = np.ascontiguousarray(vis_o)
+    z_flags[:, c, :] = np.ascontiguousarray(flags_o)
+    z_weight[:, c, :] = np.ascontiguousarray(weight_o)
+    manifest = {"subband": slot.subband, "path": path, "chan0": slot.chan0,
+                "nchan": slot.nchan, "rows": plan.nrows, "nonfinite_rows": n_bad,
+                "flagged_fraction": float(flags_o.mean()),
+                "read_s": t_read, "total_s": time.perf_counter() - t0}
+    if n_bad:
+        log.warning("%s: %d rows hold NaN/Inf visibilities; flagged", path, n_bad)
+    m = marker_path(Path(store), slot.subband)
+    tmp = m.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest))
+    os.replace(tmp, m)
+    return manifest
+
+
+def _reference_keys(store: str):
+    p = Path(store) / "rowkeys.npz"
+    if not p.exists():
+        return None
+    with np.load(p) as z:
+        return z["a1"], z["a2"], z["t"]
+
+
+def write_row_keys(store: Path, first_path: str):
+    """Store the MS row keys of the first subband (header arrays only) for the others."""
+    import h5py
+
+    with h5py.File(first_path, "r") as f:
+        h = f["Header"]
+        t, a1, a2 = (h[k][()] for k in ("time_array", "ant_1_array", "ant_2_array"))
+    _, _, t_s, a1_s, a2_s = ms_row_order(t.astype(np.float64), a1.astype(np.int64),
+                                         a2.astype(np.int64))
+    tmp = Path(store) / "rowkeys.tmp.npz"
+    np.savez(tmp, a1=a1_s, a2=a2_s, t=t_s)
+    os.replace(tmp, Path(store) / "rowkeys.npz")
+
+
+def prepare_store(store: Path, plan: Plan, *, compress: bool = False) -> list[int]:
+    """Create the store unless a matching one exists; return subbands still to convert."""
+    store = Path(store)
+    if store.exists():
+        try:
+            import zarr
+
+            same = zarr.open_group(str(store), mode="r").attrs.get("plan") == plan.to_json()
+        except (OSError, ValueError, KeyError):
+            same = False
+        if same and (store / "rowkeys.npz").exists():
+            return [s.subband for s in plan.slots if not marker_path(store, s.subband).exists()]
+        shutil.rmtree(store)
+    open_store(store, plan, create=True, compress=compress)
+    write_row_keys(store, plan.slots[0].path)
+    return [s.subband for s in plan.slots]
+
+
+def phase_centres(plan: Plan, times_jd: np.ndarray, cfg: Config, tel: Telescope):
+    """Per-integration J2000 phase centres of the data as recorded and as requested.
+
+    Returns ``(meridian_ra, meridian_dec, target_ra, target_dec)`` arrays of (Ntimes,).
+    """
+    m_ra, m_dec = geometry.meridian_icrs(times_jd, plan.dec_rad, tel.location)
+    if cfg.convert.phasing == "meridian":
+        return m_ra, m_dec, m_ra, m_dec
+    if np.isfinite(cfg.convert.single_ra_deg) and np.isfinite(cfg.convert.single_dec_deg):
+        ra, dec = np.deg2rad(cfg.convert.single_ra_deg), np.deg2rad(cfg.convert.single_dec_deg)
+    else:
+        mid = 0.5 * (times_jd[0] + times_jd[-1])
+        r, d = geometry.meridian_icrs([mid], plan.dec_rad, tel.location)
+        ra, dec = float(r[0]), float(d[0])
+    return m_ra, m_dec, np.full_like(m_ra, ra), np.full_like(m_dec, dec)
+
+
+def assemble_ms(store: str, out_ms: str, cfg: Config) -> dict:
+    """Write the observation's MS from the complete zarr store (temporary name + rename)."""
+    import zarr
+
+    from engine.msio import MSLayout, write_ms
+
+    t0 = time.perf_counter()
+    store = Path(store)
+    g = zarr.open_group(str(store), mode="r")
+    plan = Plan.from_json(g.attrs["plan"])
+    missing = [s.subband for s in plan.slots if not marker_path(store, s.subband).exists()]
+    if missing:
+        raise ObservationError(f"{plan.obs_id}: subbands {missing} not converted yet")
+    tel = Telescope(cfg)
+    first = read_subband_meta(plan.slots[0].path)
+    with np.load(store / "rowkeys.npz") as z:
+        a1_num, a2_num, t_rows = z["a1"], z["a2"], z["t"]
+    ant_numbers = first["antenna_numbers"]
+    index_of = {int(n): i for i, n in enumerate(ant_numbers)}
+    a1 = np.array([index_of[int(n)] for n in a1_num])
+    a2 = np.array([index_of[int(n)] for n in a2_num])
+    times, time_index = np.unique(t_rows, return_inverse=True)
+    ant_itrf = first["antenna_positions"] + first["site_itrf"]
+    m_ra, m_dec, ra, dec = phase_centres(plan, times, cfg, tel)
+    rot_target = geometry.uvw_frames(ra, dec, times, tel.location)
+    uvw = baseline_uvw_ms(rot_target, ant_itrf, time_index, a1, a2)
+    dw = None
+    if cfg.convert.phasing == "single":
+        rot_m = geometry.uvw_frames(m_ra, m_dec, times, tel.location)
+        uvw_m = baseline_uvw_ms(rot_m, ant_itrf, time_index, a1, a2)
+        dw = uvw[:, 2] - uvw_m[:, 2]
+        fields_ra_dec = np.array([[ra[0], dec[0]]])
+        field_id = np.zeros(plan.nrows, dtype=np.int32)
+        names = [plan.obs_id]
+        ftimes = np.array([(times.mean() - JD_TO_MJD) * 86400.0])
+    else:
+        fields_ra_dec = np.stack([ra, dec], axis=1)
+        field_id = time_index.astype(np.int32)
+        names = [f"{plan.obs_id}_t{k:02d}" for k in range(times.size)]
+        ftimes = (times - JD_TO_MJD) * 86400.0
+    freqs = np.array(plan.freq_hz)
+    layout = MSLayout(
+        time_mjd_s=(t_rows - JD_TO_MJD) * 86400.0,
+        interval_s=np.full(plan.nrows, first["integration_s"]), ant1=a1, ant2=a2,
+        field_id=field_id, uvw_m=uvw, freq_hz=freqs, chan_width_hz=abs(plan.chan_width_hz),
+        corr_aips=first["pols"], ant_names=first["antenna_names"], ant_itrf_m=ant_itrf,
+        dish_m=tel.dish_diameter_m, field_ra_dec=fields_ra_dec, field_names=names,
+        field_time_mjd_s=ftimes, telescope=cfg.site.casa_name, obs_id=plan.obs_id)
+    z_vis, z_flags, z_weight = g["vis"], g["flags"], g["weight"]
+
+    def read_block(r0, r1):
+        data = np.ascontiguousarray(z_vis[r0:r1])
+        flags = z_flags[r0:r1]
+        w = z_weight[r0:r1]
+        if dw is not None:
+            rephase(data, dw[r0:r1], freqs)
+        with np.errstate(invalid="ignore"):
+            wsum = w.sum(axis=1)
+            nvalid = (~flags).sum(axis=1)
+            weight = np.where(nvalid > 0, wsum / np.maximum(nvalid, 1), 0).astype(np.float32)
+        return data, flags, weight
+
+    out_ms = Path(out_ms)
+    tmp = out_ms.with_name(out_ms.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    rows_per_block = plan.nbls * max(1, int(64e6 // max(1, plan.nbls * freqs.size * 8 * 2)))
+    write_ms(str(tmp), layout, read_block, rows_per_block=rows_per_block)
+    t_write = time.perf_counter() - t0
+    digest, size = tree_digest(tmp)
+    if out_ms.exists():
+        shutil.rmtree(out_ms)
+    os.replace(tmp, out_ms)
+    return {"obs_id": plan.obs_id, "ms_path": str(out_ms), "size": size, "sha256": digest,
+            "rows": plan.nrows, "nchan": freqs.size, "nfields": len(names),
+            "phasing": cfg.convert.phasing, "write_s": t_write,
+            "total_s": time.perf_counter() - t0}
+
+
+def read_subband_meta(path: str) -> dict:
+    """Antenna table and per-file constants of one subband (header only)."""
+    import h5py
+    from astropy import units as u
+    from astropy.coordinates import EarthLocation
+
+    with h5py.File(path, "r") as f:
+        h = f["Header"]
+        lat, lon, alt = (float(h[k][()]) for k in ("latitude", "longitude", "altitude"))
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in h["antenna_names"][()]]
+        loc = EarthLocation.from_geodetic(lon * u.deg, lat * u.deg, alt * u.m)
+        return {"antenna_numbers": h["antenna_numbers"][()].astype(np.int64),
+                "antenna_names": names,
+                "antenna_positions": h["antenna_positions"][()].astype(np.float64),
+                "site_itrf": np.array([loc.x.to_value(u.m), loc.y.to_value(u.m),
+                                       loc.z.to_value(u.m)]),
+                "integration_s": float(np.atleast_1d(h["integration_time"][()])[0]),
+                "pols": h["polarization_array"][()].astype(np.int64)}
+
+
+def tree_digest(root: Path) -> tuple[str, int]:
+    """sha256 over every file of a directory tree (relative names and contents), and size."""
+    h = hashlib.sha256()
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            h.update(str(p.relative_to(root)).encode())
+            with open(p, "rb") as fh:
+                while chunk := fh.read(1 << 22):
+                    h.update(chunk)
+                    total += len(chunk)
+    return h.hexdigest(), total
+
+
+def convert_local(paths, out_ms: str, cfg: Config, *, workdir: Path | None = None) -> dict:
+    """Convert one observation in this process (``dsa110-engine convert``)."""
+    from engine.discover import obs_id_for
+
+    headers = [read_header(p) for p in paths]
+    obs_id = obs_id_for(headers[0].start_jd, headers[0].dec_rad)
+    plan = plan_observation(obs_id, paths, cfg, headers=headers)
+    store = Path(workdir or Path(out_ms).parent) / f"{obs_id}.zarr"
+    todo = prepare_store(store, plan, compress=cfg.convert.zarr_compress)
+    for s in plan.slots:
+        if s.subband in todo:
+            convert_subband(s.path, str(store), plan.to_json(), compress=cfg.convert.zarr_compress)
+    manifest = assemble_ms(str(store), out_ms, cfg)
+    shutil.rmtree(store)
+    return manifest

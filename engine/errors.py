@@ -1,0 +1,54 @@
+"""The engine's one exception hierarchy.
+
+Every error that concerns an input file names the file and the problem, so an operator
+reading the registry's ``last_error`` column knows what to look at without a traceback.
+"""
+
+
+class EngineError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+
+class ConfigError(EngineError):
+    """A configuration key or value is invalid (the message names both)."""
+
+
+class InputFileError(EngineError):
+    """An input file is unusable. Quarantine it; other observations go on."""
+
+    def __init__(self, path, problem):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class FileNotReadyError(InputFileError):
+    """A file still being written (size changing or HDF5 not yet openable): look again later."""
+
+
+class ObservationError(EngineError):
+    """The files of one observation do not fit together (shapes, times, pointing)."""
+
+
+class RegistryError(EngineError):
+    """The registry refused an operation (unknown row, lease held by someone else)."""
+
+
+class IllegalTransition(RegistryError):
+    """A state change the state machine does not allow."""
+
+
+class PathSafetyError(EngineError):
+    """A path escapes its root (``..``, absolute elsewhere, or a symlink out)."""
+
+
+class StaleProductError(EngineError):
+    """A path the registry or a manifest hands out does not match what is on disk."""
+
+
+class CasaTaskError(EngineError):
+    """A CASA task failed or produced no output."""
+
+
+class TransientError(EngineError):
+    """A failure worth retrying (disk briefly busy, registry locked, worker lost)."""

@@ -1,0 +1,273 @@
+"""Simulated DSA-110 observations written in the correlator's UVH5 layout.
+
+The files follow the real format (see DSA110.md): 16 subbands per observation with
+jittered filename times and one header start time, descending frequencies, XX/YY,
+autocorrelations, meridian drift phasing described by ``extra_keywords`` and the
+``ant1 > ant2`` quirk of stations 101 and 115. Visibilities are a direct Fourier
+transform of a fixed point-source sky through the Airy primary beam, with optional
+antenna gains and noise, in the UVH5 convention ``V = S exp(+2 pi i uvw.(s - s0)/lambda)``,
+``uvw = x[ant2] - x[ant1]``.
+
+Source directions and the phase centre are computed independently of the engine's
+conversion path (ITRF unit vectors from astropy, dot products with antenna positions),
+so an engine that gets the geometry wrong disagrees with these files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+from astropy.time import Time
+
+from engine import geometry
+from engine.config import Config
+from engine.telescope import Telescope, airy_beam
+from kernels.visibility import predict_point_sources
+
+log = logging.getLogger(__name__)
+
+QUIRK_STATIONS = (101, 115)
+OBS_CADENCE_NTIMES = 24  # observations start every 24 integrations (309.2 s), whatever Ntimes
+
+
+@dataclass
+class Sky:
+    """Point sources: ICRS positions (rad), flux density at ``ref_freq_hz`` (Jy), index."""
+
+    ra: np.ndarray
+    dec: np.ndarray
+    flux_jy: np.ndarray
+    spectral_index: np.ndarray
+    ref_freq_hz: float = 1.4e9
+    names: list = field(default_factory=list)
+
+    def flux_at(self, freq_hz):
+        """(Nsrc, Nfreq) flux densities in Jy."""
+        return self.flux_jy[:, None] * (np.asarray(freq_hz)[None, :] / self.ref_freq_hz) ** \
+            self.spectral_index[:, None]
+
+    def to_json(self) -> str:
+        return json.dumps({"ra_rad": self.ra.tolist(), "dec_rad": self.dec.tolist(),
+                           "flux_jy": self.flux_jy.tolist(),
+                           "spectral_index": self.spectral_index.tolist(),
+                           "ref_freq_hz": self.ref_freq_hz, "names": self.names})
+
+    @classmethod
+    def from_json(cls, text: str) -> "Sky":
+        d = json.loads(text)
+        return cls(np.array(d["ra_rad"]), np.array(d["dec_rad"]), np.array(d["flux_jy"]),
+                   np.array(d["spectral_index"]), d["ref_freq_hz"], d["names"])
+
+
+@dataclass
+class Gains:
+    """Antenna gains per station number and polarization: g (Nants, 2) complex."""
+
+    stations: list
+    g: np.ndarray
+
+
+def obs_start_times_jd(cfg: Config) -> np.ndarray:
+    t0 = Time(cfg.sim.start, format="isot", scale="utc").jd
+    step = OBS_CADENCE_NTIMES * cfg.band.integration_s / 86400.0
+    return t0 + step * np.arange(cfg.sim.nobs)
+
+
+def make_sky(cfg: Config, tel: Telescope, *, calibrators=None) -> Sky:
+    """A fixed random sky covering the whole run's meridian track, plus calibrators.
+
+    Sources fill the primary beam (|offset| < 1.2 deg from the pointing dec) over the RA
+    range the meridian sweeps during the run.
+    """
+    rng = np.random.default_rng(cfg.sim.seed)
+    starts = obs_start_times_jd(cfg)
+    span = cfg.sim.ntimes * cfg.band.integration_s / 86400.0
+    dec_app = np.deg2rad(cfg.sim.dec_deg)
+    ra_ends, dec_c = geometry.meridian_icrs(np.array([starts[0], starts[-1] + span]), dec_app,
+                                            tel.location)
+    ra_lo, ra_hi = ra_ends[0], ra_ends[1]
+    if ra_hi < ra_lo:
+        ra_hi += 2 * np.pi
+    n = cfg.sim.nsources * cfg.sim.nobs
+    lo, hi = (float(x) for x in cfg.sim.flux_range_jy.split(","))
+    dec = dec_c.mean() + np.deg2rad(rng.uniform(-1.2, 1.2, n))
+    ra = (rng.uniform(ra_lo, ra_hi, n)) % (2 * np.pi)
+    flux = np.exp(rng.uniform(np.log(lo), np.log(hi), n))
+    alpha = rng.normal(-0.7, 0.1, n)
+    names = [f"src{i:04d}" for i in range(n)]
+    if calibrators is not None:
+        for c in calibrators:
+            ra, dec = np.append(ra, c.ra_rad), np.append(dec, c.dec_rad)
+            flux, alpha = np.append(flux, c.flux_jy), np.append(alpha, c.spectral_index)
+            names.append(c.name)
+    return Sky(ra, dec, flux, alpha, names=names)
+
+
+def make_gains(cfg: Config, stations: list[int]) -> Gains:
+    rng = np.random.default_rng(cfg.sim.seed + 1)
+    n = len(stations)
+    amp = 1.0 + cfg.sim.gain_amp_rms * rng.standard_normal((n, 2))
+    phase = np.deg2rad(cfg.sim.gain_phase_rms_deg) * rng.standard_normal((n, 2))
+    return Gains(list(stations), np.clip(amp, 0.1, None) * np.exp(1j * phase))
+
+
+def baseline_layout(stations: list[int]):
+    """Raw-file baseline order for one integration: (ant1, ant2) station numbers.
+
+    Pairs i <= j in station order, autocorrelations included, except that pairs with a
+    quirk station as the higher number are written reversed (ant1 > ant2).
+    """
+    a1, a2 = [], []
+    for i, s1 in enumerate(stations):
+        for s2 in stations[i:]:
+            if s2 in QUIRK_STATIONS and s1 != s2:
+                a1.append(s2)
+                a2.append(s1)
+            else:
+                a1.append(s1)
+                a2.append(s2)
+    return np.array(a1), np.array(a2)
+
+
+def simulated_stations(cfg: Config, tel: Telescope) -> list[int]:
+    """Data stations of a simulation: always the quirk stations, the rest spread evenly."""
+    quirks = [s for s in QUIRK_STATIONS if s in tel.data_station_numbers]
+    n_other = cfg.sim.nants - len(quirks)
+    others = [s for s in tel.data_station_numbers if s not in quirks]
+    idx = np.unique(np.round(np.linspace(0, len(others) - 1, n_other)).astype(int))
+    return sorted([others[i] for i in idx] + quirks)
+
+
+def simulate_observation(cfg: Config, tel: Telescope, start_jd: float, out_dir: Path, *,
+                         sky: Sky, gains: Gains | None = None, obs_index: int = 0,
+                         subbands=None) -> list[Path]:
+    """Write one observation's subband files into ``out_dir``; return their paths."""
+    sim = cfg.sim
+    rng = np.random.default_rng(sim.seed + 1000 + obs_index)
+    stations = simulated_stations(cfg, tel)
+    station_index = {s.number: i for i, s in enumerate(tel.stations)}
+    ant_xyz = tel.station_ecef - tel.site_ecef  # (117, 3) relative to the array reference
+    ntimes = sim.ntimes
+    times = start_jd + (np.arange(ntimes) + 0.5) * cfg.band.integration_s / 86400.0
+    dec_app = np.deg2rad(sim.dec_deg)
+    a1_st, a2_st = baseline_layout(stations)
+    nbls = a1_st.size
+    time_index = np.repeat(np.arange(ntimes), nbls)
+    a1_rows, a2_rows = np.tile(a1_st, ntimes), np.tile(a2_st, ntimes)
+    # geometry, independent of the engine's uvw path
+    s0 = geometry.meridian_itrs(times, dec_app, tel.location)  # (Nt, 3)
+    src = geometry.icrs_itrs(sky.ra[None, :], sky.dec[None, :], times[:, None], tel.location)
+    delay = np.einsum("tsk,ak->tsa", src - s0[:, None, :], ant_xyz)  # (Nt, Nsrc, 117)
+    cos_off = np.clip(np.einsum("tsk,tk->ts", src, s0), -1, 1)
+    sin_off = np.sqrt(1 - cos_off ** 2)
+    lst = geometry.lst_rad(times, tel.location)
+    # file uvw: float32, x2 - x1 projected towards the meridian point (what the correlator
+    # writes; the engine recomputes its own)
+    wdir = s0
+    udir = np.cross([0.0, 0.0, 1.0], wdir)
+    udir /= np.linalg.norm(udir, axis=1, keepdims=True)
+    vdir = np.cross(wdir, udir)
+    rot = np.stack([udir, vdir, wdir], axis=1)
+    bl = ant_xyz[[station_index[s] for s in a2_rows]] - ant_xyz[[station_index[s] for s in a1_rows]]
+    uvw_file = np.einsum("rij,rj->ri", rot[time_index], bl).astype(np.float32)
+    gi = {s: k for k, s in enumerate(gains.stations)} if gains is not None else {}
+    subbands = range(cfg.band.nsubbands) if subbands is None else subbands
+    iso = Time(start_jd, format="jd").isot[:19]
+    paths = []
+    for sb in subbands:
+        freqs = tel.subband_freqs_hz(sb, sim.nchan_per_subband)
+        flux = sky.flux_at(freqs)[None, :, :] * airy_beam(sin_off[:, :, None], freqs[None, None, :],
+                                                          tel.dish_diameter_m)
+        vis1 = predict_point_sources(delay, flux, time_index,
+                                     [station_index[s] for s in a1_rows],
+                                     [station_index[s] for s in a2_rows], freqs)
+        vis = np.repeat(vis1[:, :, None], 2, axis=2)  # XX = YY = I for unpolarized sources
+        if gains is not None:
+            g1 = gains.g[[gi[s] for s in a1_rows]]
+            g2 = gains.g[[gi[s] for s in a2_rows]]
+            vis *= (g1 * np.conj(g2))[:, None, :]
+        if sim.noise_jy > 0:
+            vis += sim.noise_jy * (rng.standard_normal(vis.shape)
+                                   + 1j * rng.standard_normal(vis.shape))
+        jitter = rng.uniform(-sim.filename_jitter_s, sim.filename_jitter_s)
+        fname = Time(start_jd + jitter / 86400.0, format="jd").isot[:19] + f"_sb{sb:02d}.hdf5"
+        path = Path(out_dir) / fname
+        write_uvh5(path, cfg=cfg, tel=tel, stations=stations, times=times, lst=lst,
+                   time_index=time_index, ant1=a1_rows, ant2=a2_rows, uvw=uvw_file,
+                   freqs=freqs, vis=vis.astype(np.complex64), nbls=nbls,
+                   dec_app=dec_app, obs_label=iso)
+        paths.append(path)
+    return paths
+
+
+def write_uvh5(path: Path, *, cfg, tel, stations, times, lst, time_index, ant1, ant2, uvw,
+               freqs, vis, nbls, dec_app, obs_label):
+    """Write one subband in the correlator's UVH5 layout, through a temporary name."""
+    nblts, nfreqs, npols = vis.shape
+    tmp = path.with_name(path.name + ".part")
+    with h5py.File(tmp, "w") as f:
+        h = f.create_group("Header")
+        h["latitude"] = cfg.site.latitude_deg
+        h["longitude"] = cfg.site.longitude_deg
+        h["altitude"] = cfg.site.height_m
+        h["telescope_name"] = np.bytes_("OVRO_MMA")
+        h["instrument"] = np.bytes_("DSA")
+        h["object_name"] = np.bytes_("search")
+        h["history"] = np.bytes_(f"simulated by dsa110-engine, observation {obs_label}")
+        h["version"] = np.bytes_("1.0")
+        h["phase_type"] = np.bytes_("drift")
+        h["vis_units"] = np.bytes_("uncalib")
+        h["Nants_data"] = len(stations)
+        h["Nants_telescope"] = len(tel.stations)
+        h["Nbls"] = nbls
+        h["Nblts"] = nblts
+        h["Nfreqs"] = nfreqs
+        h["Npols"] = npols
+        h["Nspws"] = 1
+        h["Ntimes"] = len(times)
+        h["ant_1_array"] = ant1.astype(np.int64)
+        h["ant_2_array"] = ant2.astype(np.int64)
+        h["antenna_numbers"] = np.array([s.number for s in tel.stations], dtype=np.int64)
+        h["antenna_names"] = np.array([np.bytes_(s.name) for s in tel.stations])
+        h["antenna_positions"] = tel.station_ecef - tel.site_ecef
+        h["antenna_diameters"] = np.full(len(tel.stations), tel.dish_diameter_m)
+        h["freq_array"] = freqs[None, :].astype(np.float64)
+        h["channel_width"] = tel.channel_width_for(nfreqs)
+        h["spw_array"] = np.array([0], dtype=np.int64)
+        h["polarization_array"] = np.array([-5, -6], dtype=np.int64)
+        h["integration_time"] = np.full(nblts, cfg.band.integration_s)
+        h["time_array"] = times[time_index]
+        h["lst_array"] = lst[time_index]
+        h["uvw_array"] = uvw
+        ek = h.create_group("extra_keywords")
+        ek["phase_center_dec"] = dec_app
+        ek["ha_phase_center"] = 0.0
+        ek["phase_center_epoch"] = np.bytes_("HADEC")
+        ek["applied_delays_ns"] = np.bytes_(" ".join(["0"] * (2 * len(tel.stations))))
+        d = f.create_group("Data")
+        d.create_dataset("visdata", data=vis[:, None, :, :])
+        d.create_dataset("flags", data=np.zeros((nblts, 1, nfreqs, npols), dtype=bool))
+        d.create_dataset("nsamples", data=np.ones((nblts, 1, nfreqs, npols), dtype=np.float32))
+    os.replace(tmp, path)
+
+
+def simulate_run(cfg: Config, out_dir: Path, *, calibrators=None, gains: bool = True):
+    """Simulate ``sim.nobs`` back-to-back observations; return (paths by obs, sky, gains)."""
+    tel = Telescope(cfg)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sky = make_sky(cfg, tel, calibrators=calibrators)
+    g = make_gains(cfg, simulated_stations(cfg, tel)) if gains else None
+    all_paths = []
+    for i, t0 in enumerate(obs_start_times_jd(cfg)):
+        all_paths.append(simulate_observation(cfg, tel, t0, out_dir, sky=sky, gains=g,
+                                              obs_index=i))
+        log.info("simulated observation %d/%d (%s)", i + 1, cfg.sim.nobs,
+                 Time(t0, format="jd").isot)
+    return all_paths, sky, g

@@ -1,0 +1,154 @@
+"""Visibility kernels: rephasing, conjugation of reversed baselines, row reordering, DFT.
+
+Sign convention (both UVH5 and Measurement Set, each with its own uvw sign, see
+:mod:`kernels.geometry`): a visibility phased to ``s0`` is
+``V = sum_k S_k exp(+2 pi i uvw . (s_k - s0) / lambda)``. Moving the phase centre from
+``s0`` to ``s1`` therefore multiplies by ``exp(-2 pi i (w1 - w0) / lambda)`` with
+``w = uvw . s`` (pyuvdata's ``_apply_w_proj`` uses the same factor).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+C_M_S = 299792458.0
+
+
+@njit(cache=True, nogil=True)
+def _rephase(vis, dw_m, freq_hz):
+    nrow, nchan, npol = vis.shape
+    for r in range(nrow):
+        k = -2.0 * math.pi * dw_m[r] / C_M_S
+        for c in range(nchan):
+            ph = k * freq_hz[c]
+            rot = complex(math.cos(ph), math.sin(ph))
+            for p in range(npol):
+                vis[r, c, p] = vis[r, c, p] * rot
+    return vis
+
+
+def rephase(vis, dw_m, freq_hz):
+    """Rotate visibilities in place to a new phase centre.
+
+    Parameters
+    ----------
+    vis : (Nrows, Nchan, Npols) complex64 or complex128, C-contiguous
+        Visibilities, modified in place and returned.
+    dw_m : (Nrows,) float
+        ``w_new - w_old`` of each row in metres (same uvw convention as ``vis``).
+    freq_hz : (Nchan,) float
+        Channel frequencies in Hz.
+
+    Notes
+    -----
+    ``vis *= exp(-2 pi i dw nu / c)``. The phase is computed in float64 whatever the
+    visibility precision, so float32 data keep their accuracy on long baselines.
+    """
+    if not (isinstance(vis, np.ndarray) and vis.ndim == 3 and vis.flags.c_contiguous
+            and np.iscomplexobj(vis)):
+        raise ValueError("vis must be a C-contiguous complex array of shape (Nrows, Nchan, Npols)")
+    dw = np.ascontiguousarray(dw_m, dtype=np.float64)
+    f = np.ascontiguousarray(freq_hz, dtype=np.float64)
+    if dw.shape != (vis.shape[0],) or f.shape != (vis.shape[1],):
+        raise ValueError(f"dw_m {dw.shape} / freq_hz {f.shape} do not match vis {vis.shape}")
+    return _rephase(vis, dw, f)
+
+
+@njit(cache=True, nogil=True)
+def _conjugate_rows(vis, uvw, rows):
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        for c in range(vis.shape[1]):
+            for p in range(vis.shape[2]):
+                vis[r, c, p] = vis[r, c, p].conjugate()
+        for k in range(3):
+            uvw[r, k] = -uvw[r, k]
+
+
+def conjugate_rows(vis, uvw, rows):
+    """Reverse baselines in place: ``vis -> conj(vis)``, ``uvw -> -uvw`` on ``rows``.
+
+    Parameters
+    ----------
+    vis : (Nrows, Nchan, Npols) complex, C-contiguous
+    uvw : (Nrows, 3) float, C-contiguous
+    rows : (Nfix,) int
+        Rows whose antennas are swapped by the caller (ant1 > ant2 in the raw files).
+    """
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    if vis.ndim != 3 or uvw.shape != (vis.shape[0], 3):
+        raise ValueError(f"vis {vis.shape} and uvw {uvw.shape} do not match")
+    if rows.size and (rows.min() < 0 or rows.max() >= vis.shape[0]):
+        raise ValueError("rows out of range")
+    _conjugate_rows(vis, uvw, rows)
+    return vis, uvw
+
+
+@njit(cache=True, nogil=True)
+def _gather_rows(src, order, out):
+    for i in range(order.shape[0]):
+        out[i] = src[order[i]]
+    return out
+
+
+def gather_rows(src, order, out=None):
+    """``out[i] = src[order[i]]`` along the first axis, without a temporary copy.
+
+    Used to put rows into Measurement Set order (time, then ant1, then ant2).
+    """
+    order = np.ascontiguousarray(order, dtype=np.int64)
+    if out is None:
+        out = np.empty((order.shape[0],) + src.shape[1:], dtype=src.dtype)
+    if order.size and (order.min() < 0 or order.max() >= src.shape[0]):
+        raise ValueError("order out of range")
+    return _gather_rows(src, order, out)
+
+
+@njit(cache=True, nogil=True)
+def _predict(delay_m, flux, time_index, ant1, ant2, freq_hz, out):
+    nrow = time_index.shape[0]
+    nsrc = delay_m.shape[1]
+    nchan = freq_hz.shape[0]
+    for r in range(nrow):
+        t = time_index[r]
+        for s in range(nsrc):
+            d = delay_m[t, s, ant2[r]] - delay_m[t, s, ant1[r]]
+            k = 2.0 * math.pi * d / C_M_S
+            for c in range(nchan):
+                ph = k * freq_hz[c]
+                out[r, c] += flux[t, s, c] * complex(math.cos(ph), math.sin(ph))
+    return out
+
+
+def predict_point_sources(delay_m, flux, time_index, ant1, ant2, freq_hz, dtype=np.complex128):
+    """Direct Fourier transform of point sources, UVH5 baseline convention.
+
+    ``V[r, c] = sum_s flux[t, s, c] exp(+2 pi i nu_c (d[t, s, ant2] - d[t, s, ant1]) / c)``
+    with ``d[t, s, a] = x_a . (s_s(t) - s0(t))`` the antenna's geometric delay towards
+    source ``s`` relative to the phase centre, in metres.
+
+    Parameters
+    ----------
+    delay_m : (Ntimes, Nsrc, Nants) float64
+    flux : (Ntimes, Nsrc, Nchan) float
+        Apparent flux density (Jy) including the primary beam.
+    time_index, ant1, ant2 : (Nrows,) int
+    freq_hz : (Nchan,) float
+    dtype : complex dtype of the result
+
+    Returns
+    -------
+    (Nrows, Nchan) complex
+    """
+    delay_m = np.ascontiguousarray(delay_m, dtype=np.float64)
+    flux = np.ascontiguousarray(flux, dtype=np.float64)
+    f = np.ascontiguousarray(freq_hz, dtype=np.float64)
+    ti, a1, a2 = (np.ascontiguousarray(x, dtype=np.int64) for x in (time_index, ant1, ant2))
+    if flux.shape != delay_m.shape[:2] + (f.shape[0],):
+        raise ValueError(f"flux {flux.shape} does not match delay_m {delay_m.shape} / freqs")
+    out = np.zeros((ti.shape[0], f.shape[0]), dtype=np.complex128)
+    _predict(delay_m, flux, ti, a1, a2, f, out)
+    return out.astype(dtype, copy=False)
