@@ -15,7 +15,6 @@ Ray tasks):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ import numpy as np
 from engine import geometry
 from engine.config import Config
 from engine.errors import InputFileError, ObservationError
+from engine.paths import digest as paths_digest
 from engine.telescope import Telescope
 from engine.uvh5io import Header, parse_filename, read_header, read_subband
 from kernels.geometry import baseline_uvw_ms
@@ -338,7 +338,7 @@ def assemble_ms(store: str, out_ms: str, cfg: Config) -> dict:
     rows_per_block = plan.nbls * max(1, int(64e6 // max(1, plan.nbls * freqs.size * 8 * 2)))
     write_ms(str(tmp), layout, read_block, rows_per_block=rows_per_block)
     t_write = time.perf_counter() - t0
-    digest, size = tree_digest(tmp)
+    digest, size = paths_digest(tmp)
     if out_ms.exists():
         shutil.rmtree(out_ms)
     os.replace(tmp, out_ms)
@@ -366,22 +366,6 @@ def read_subband_meta(path: str) -> dict:
                                        loc.z.to_value(u.m)]),
                 "integration_s": float(np.atleast_1d(h["integration_time"][()])[0]),
                 "pols": h["polarization_array"][()].astype(np.int64)}
-
-
-def tree_digest(root: Path) -> tuple[str, int]:
-    """sha256 over every file of a directory tree (relative names and contents), and size."""
-    h = hashlib.sha256()
-    total = 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            p = Path(dirpath) / name
-            h.update(str(p.relative_to(root)).encode())
-            with open(p, "rb") as fh:
-                while chunk := fh.read(1 << 22):
-                    h.update(chunk)
-                    total += len(chunk)
-    return h.hexdigest(), total
 
 
 def convert_local(paths, out_ms: str, cfg: Config, *, workdir: Path | None = None) -> dict:

@@ -1,0 +1,214 @@
+"""Per-observation imaging with CASA tclean (runs in CASA worker processes only).
+
+Cell and image size come from the data unless the configuration sets them: the cell is a
+fraction (``image.cell_per_beam``) of lambda_min / B_max, the image reaches out to where
+the primary beam falls to ``image.pb_level`` at the lowest frequency. The primary beam is
+the engine's own Airy model averaged over the observation's pointing track (the sky drifts
+~1.3 deg through the 2.7 deg beam in 309 s).
+
+Everything is written into a temporary folder and renamed into place; the returned
+manifest lists each file with its size and sha256.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from engine import __version__
+from engine.casaenv import import_casatools
+from engine.config import Config
+from engine.errors import CasaTaskError
+from engine.paths import digest
+from engine.telescope import C_M_S, airy_beam
+
+log = logging.getLogger(__name__)
+
+
+def good_fft_size(n: int) -> int:
+    """Smallest even integer >= n whose only prime factors are 2, 3 and 5."""
+    n = max(16, int(np.ceil(n)))
+    while True:
+        m = n
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1 and n % 2 == 0:
+            return n
+        n += 1
+
+
+def _ms_geometry(ct, ms: str) -> dict:
+    tb = ct.table()
+    tb.open(ms)
+    uvw = tb.getcol("UVW")
+    flag_row = tb.getcol("FLAG_ROW")
+    tb.close()
+    tb.open(f"{ms}/SPECTRAL_WINDOW")
+    freqs = tb.getcol("CHAN_FREQ")[:, 0]
+    tb.close()
+    tb.open(f"{ms}/FIELD")
+    dirs = tb.getcol("PHASE_DIR")[:, 0, :].T  # (Nfields, 2)
+    tb.close()
+    good = ~flag_row
+    bmax = float(np.sqrt((uvw[:2, good] ** 2).sum(axis=0)).max())
+    return {"freqs": freqs, "bmax": bmax, "fields": dirs}
+
+
+def image_size(cfg: Config, geo: dict, dish_m: float) -> tuple[float, int]:
+    """(cell arcsec, imsize) derived from the longest baseline and the primary beam."""
+    if cfg.image.cell_arcsec > 0:
+        cell = cfg.image.cell_arcsec
+    else:
+        lam_min = C_M_S / geo["freqs"].max()
+        cell = np.rad2deg(lam_min / max(geo["bmax"], 1.0)) * 3600 / cfg.image.cell_per_beam
+    if cfg.image.imsize > 0:
+        return cell, cfg.image.imsize
+    # radius where the Airy beam reaches pb_level at the lowest frequency
+    theta = np.linspace(0, np.deg2rad(10), 20000)
+    pb = airy_beam(np.sin(theta), geo["freqs"].min(), dish_m)
+    below = np.flatnonzero(pb < max(cfg.image.pb_level, 1e-3))
+    radius = theta[below[0]] if below.size else theta[-1]
+    # the drift adds the track length in RA
+    ra = np.unwrap(geo["fields"][:, 0])
+    track = (ra.max() - ra.min()) * np.cos(geo["fields"][:, 1].mean())
+    n = (2 * radius + track) / np.deg2rad(cell / 3600)
+    return cell, min(good_fft_size(n), cfg.image.max_imsize)
+
+
+def drift_beam(ra_grid, dec_grid, fields, freq_hz, dish_m):
+    """Mean Airy power beam over the pointing track, on a grid of ICRS positions (rad).
+
+    ``fields`` (Ntimes, 2) are the pointing centres (the meridian positions) of the
+    integrations; the beam of each integration is centred on its own pointing.
+    """
+    out = np.zeros_like(ra_grid)
+    sd, cd = np.sin(dec_grid), np.cos(dec_grid)
+    for ra0, dec0 in fields:
+        cos_t = np.clip(sd * np.sin(dec0) + cd * np.cos(dec0) * np.cos(ra_grid - ra0), -1, 1)
+        out += airy_beam(np.sqrt(1 - cos_t ** 2), freq_hz, dish_m)
+    return out / len(fields)
+
+
+def _mad_rms(a) -> float:
+    a = a[np.isfinite(a)]
+    return float(1.4826 * np.median(np.abs(a - np.median(a)))) if a.size else float("nan")
+
+
+def image_observation(ms: str, out_dir: str, cfg: Config, *, obs_id: str,
+                      caltables: list | None = None) -> dict:
+    """tclean one MS; write FITS image, FITS primary beam, PNG and QA into ``out_dir``."""
+    from astropy.io import fits
+
+    ct = import_casatools()
+    import casatasks
+
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    work = out_dir.with_name(out_dir.name + ".tmp")
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    geo = _ms_geometry(ct, ms)
+    cell, imsize = image_size(cfg, geo, cfg.array.dish_diameter_m)
+    mid = geo["fields"][len(geo["fields"]) // 2]
+    phasecenter = f"J2000 {mid[0]}rad {mid[1]}rad"
+    base = str(work / "img")
+    common = dict(vis=ms, imagename=base, imsize=imsize, cell=f"{cell}arcsec",
+                  phasecenter=phasecenter, specmode="mfs", gridder="standard",
+                  weighting=cfg.image.weighting, robust=cfg.image.robust, pblimit=-1.0)
+    cwd = os.getcwd()
+    os.chdir(work)  # CASA drops helper files in the working directory
+    try:
+        casatasks.tclean(**common, niter=0)
+        ia = ct.image()
+        ia.open(base + ".residual")
+        rms = _mad_rms(ia.getchunk())
+        ia.close()
+        if cfg.image.niter > 0:
+            casatasks.tclean(**common, niter=cfg.image.niter,
+                             threshold=f"{cfg.image.threshold_sigma * rms}Jy", calcpsf=False,
+                             calcres=False, restart=True)
+    except RuntimeError as exc:
+        raise CasaTaskError(f"tclean on {ms}: {exc}") from None
+    finally:
+        os.chdir(cwd)
+    if not Path(base + ".image").exists():
+        raise CasaTaskError(f"tclean on {ms} wrote no image")
+    fits_path = work / f"{obs_id}.image.fits"
+    casatasks.exportfits(imagename=base + ".image", fitsimage=str(fits_path), overwrite=True)
+    with fits.open(fits_path, mode="update") as hdul:
+        h = hdul[0].header
+        data = np.squeeze(hdul[0].data)
+        rms = _mad_rms(data)
+        peak = float(np.nanmax(data))
+        h["OBS_ID"] = obs_id
+        h["CALTABS"] = ",".join(Path(c).name for c in (caltables or [])) or "none"
+        h["ENGVER"] = __version__
+        h["CFGHASH"] = cfg.digest()
+        h["BUNIT"] = "Jy/beam"
+        beam = (h.get("BMAJ", np.nan) * 3600, h.get("BMIN", np.nan) * 3600, h.get("BPA", np.nan))
+        import warnings
+
+        from astropy.wcs import WCS, FITSFixedWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            wcs = WCS(h).celestial
+    yy, xx = np.mgrid[0:imsize, 0:imsize]
+    sky = wcs.pixel_to_world(xx, yy)
+    pb = drift_beam(sky.ra.rad, sky.dec.rad, geo["fields"], float(np.mean(geo["freqs"])),
+                    cfg.array.dish_diameter_m)
+    pb_path = work / f"{obs_id}.pb.fits"
+    hdr = wcs.to_header()
+    hdr["BUNIT"] = ""
+    hdr["OBS_ID"] = obs_id
+    hdr["COMMENT"] = "Airy primary beam averaged over the drift-scan pointing track"
+    fits.PrimaryHDU(pb.astype(np.float32), hdr).writeto(pb_path)
+    png_path = work / f"{obs_id}.png"
+    quicklook(data, png_path, title=obs_id, beam_arcsec=beam, cell_arcsec=cell)
+    for casa_image in work.glob("img.*"):
+        shutil.rmtree(casa_image, ignore_errors=True)
+    qa = {"rms_jy": rms, "peak_jy": peak, "dynamic_range": peak / rms if rms > 0 else None,
+          "bmaj_arcsec": beam[0], "bmin_arcsec": beam[1], "bpa_deg": beam[2],
+          "cell_arcsec": cell, "imsize": imsize, "tclean_s": time.perf_counter() - t0}
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(work, out_dir)
+    files = {}
+    for kind, p in (("image", fits_path), ("pb", pb_path), ("png", png_path)):
+        final = out_dir / p.name
+        sha, size = digest(final)
+        files[kind] = {"path": str(final), "sha256": sha, "size": size}
+    return {"obs_id": obs_id, "dir": str(out_dir), "files": files, "qa": qa,
+            "caltables": list(caltables or [])}
+
+
+def quicklook(data, png_path, *, title, beam_arcsec, cell_arcsec):
+    """PNG with a colour bar (Jy/beam) and the restoring beam drawn to scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Ellipse
+
+    rms = _mad_rms(data)
+    fig, ax = plt.subplots(figsize=(6, 5.4))
+    im = ax.imshow(data, origin="lower", cmap="inferno", vmin=-3 * rms,
+                   vmax=max(float(np.nanmax(data)), 5 * rms))
+    fig.colorbar(im, ax=ax, label="Jy/beam")
+    bmaj, bmin, bpa = beam_arcsec
+    if np.isfinite(bmaj):
+        n = data.shape[0]
+        ax.add_patch(Ellipse((0.08 * n, 0.08 * n), bmin / cell_arcsec, bmaj / cell_arcsec,
+                             angle=bpa, fc="none", ec="cyan"))
+    ax.set_title(title)
+    ax.set_xlabel("pixel (RA)")
+    ax.set_ylabel("pixel (Dec)")
+    fig.savefig(png_path, dpi=80)
+    plt.close(fig)

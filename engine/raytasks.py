@@ -1,0 +1,94 @@
+"""Ray set-up and the engine's remote tasks.
+
+Two worker kinds never share a process: conversion workers (h5py, zarr, python-casacore)
+and CASA workers (casatools/casatasks). Ray keeps one worker pool per runtime environment,
+so each kind carries its own ``DSA110_WORKER_KIND`` variable. Tasks take paths and the
+configuration and return manifests; arrays never travel between observation-level tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+
+import ray
+
+from engine.casaenv import casa_env_vars
+from engine.config import Config
+from engine.errors import TransientError
+
+log = logging.getLogger(__name__)
+
+CONVERT_ENV = {"env_vars": {"DSA110_WORKER_KIND": "convert"}}
+
+
+def casa_runtime_env() -> dict:
+    return {"env_vars": {"DSA110_WORKER_KIND": "casa", **casa_env_vars()}}
+
+
+def init(cfg: Config) -> dict:
+    """Connect to (or start) Ray as configured; returns the cluster resources."""
+    if ray.is_initialized():
+        return ray.cluster_resources()
+    kwargs = {"log_to_driver": True, "configure_logging": False}
+    if cfg.ray.address == "local":
+        # short per-run temp dir: Ray's socket paths have a length limit, and runs must not
+        # share /tmp/ray
+        tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+        kwargs.update(address="local", _temp_dir=tmp,
+                      include_dashboard=cfg.ray.include_dashboard,
+                      num_cpus=cfg.ray.num_cpus or os.cpu_count())
+    else:
+        kwargs["address"] = cfg.ray.address
+    ray.init(**kwargs)
+    return ray.cluster_resources()
+
+
+def _gb(x: float) -> int:
+    return int(x * 1024 ** 3)
+
+
+@ray.remote(num_cpus=1, max_retries=2, retry_exceptions=[TransientError])
+def _convert_subband(path, store, plan_json, compress):
+    from engine.convert import convert_subband
+
+    return convert_subband(path, store, plan_json, compress=compress)
+
+
+@ray.remote(num_cpus=1, max_retries=2, retry_exceptions=[TransientError])
+def _assemble(store, out_ms, cfg, *subband_manifests):
+    from engine.convert import assemble_ms
+
+    manifest = assemble_ms(store, out_ms, cfg)
+    manifest["subbands"] = list(subband_manifests)
+    return manifest
+
+
+@ray.remote(num_cpus=1, max_retries=1, retry_exceptions=[TransientError])
+def _image(ms, out_dir, cfg, obs_id, caltables):
+    from engine.image import image_observation
+
+    return image_observation(ms, out_dir, cfg, obs_id=obs_id, caltables=caltables)
+
+
+def submit_conversion(obs_id: str, plan, todo, store: str, out_ms: str, cfg: Config):
+    """Submit one task per subband still to do, then the assembly; returns its ref."""
+    refs = []
+    for s in plan.slots:
+        if s.subband not in todo:
+            continue
+        refs.append(_convert_subband.options(
+            name=f"convert[{obs_id} sb{s.subband:02d}]", runtime_env=CONVERT_ENV,
+            memory=_gb(cfg.ray.task_memory_gb), max_retries=cfg.ray.max_retries,
+        ).remote(s.path, store, plan.to_json(), cfg.convert.zarr_compress))
+    return _assemble.options(
+        name=f"assemble[{obs_id}]", runtime_env=CONVERT_ENV,
+        memory=_gb(cfg.ray.assembly_memory_gb), max_retries=cfg.ray.max_retries,
+    ).remote(store, out_ms, cfg, *refs)
+
+
+def submit_image(obs_id: str, ms: str, out_dir: str, cfg: Config, caltables=()):
+    return _image.options(name=f"image[{obs_id}]", runtime_env=casa_runtime_env(),
+                          memory=_gb(cfg.ray.assembly_memory_gb)
+                          ).remote(ms, out_dir, cfg, obs_id, list(caltables))
