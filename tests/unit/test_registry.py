@@ -1,0 +1,79 @@
+import multiprocessing as mp
+import random
+
+import pytest
+
+from engine.discover import obs_id_for
+from engine.errors import IllegalTransition
+from engine.registry import SCHEMA_VERSION, Registry
+
+
+def _add(reg, start_jd, dec=0.95):
+    oid = obs_id_for(start_jd, dec)
+    with reg.write():
+        reg.db["observations"].insert({"obs_id": oid, "start_jd": start_jd, "end_jd": start_jd,
+                                       "dec_rad": dec, "n_subbands": 16, "state": "complete",
+                                       "attempts": 0})
+    return oid
+
+
+def test_acquire_is_oldest_observation_time_first(tmp_path):
+    reg = Registry(tmp_path / "r.sqlite")
+    step = 309.24 / 86400
+    starts = [2460950.5 + d + k * step for d in (0, 1) for k in range(20)]
+    shuffled = starts[:]
+    random.Random(3).shuffle(shuffled)
+    for s in shuffled:  # registered in shuffled order across two days
+        _add(reg, s)
+    got = []
+    while (row := reg.acquire_next("me")) is not None:
+        got.append(row["start_jd"])
+        reg.transition("observations", row["obs_id"], "converting")
+    assert got == sorted(starts)
+
+
+def test_ids_deterministic_and_distinct_in_one_second():
+    a = obs_id_for(2460950.5, 0.95)
+    assert a == obs_id_for(2460950.5, 0.95)
+    from astropy.time import Time
+
+    assert ":" not in a
+    assert a.startswith(Time(2460950.5, format="jd").isot[:19].replace(":", "-"))
+    assert obs_id_for(2460950.5 + 0.3 / 86400, 0.95) != a  # same second, other observation
+    assert obs_id_for(2460950.5, 0.50) != a  # same time, other pointing
+
+
+def test_illegal_transition_raises_and_events_are_logged(tmp_path):
+    reg = Registry(tmp_path / "r.sqlite")
+    oid = _add(reg, 2460950.5)
+    with pytest.raises(IllegalTransition):
+        reg.transition("observations", oid, "imaged")
+    reg.transition("observations", oid, "converting")
+    ev = reg.events("observations", oid)
+    assert [(e["old"], e["new"]) for e in ev][-1] == ("complete", "converting")
+    assert reg.schema_version() == SCHEMA_VERSION
+
+
+def _race(path, n, q):
+    reg = Registry(path)
+    got = []
+    while (row := reg.acquire_next(f"p{mp.current_process().pid}")) is not None:
+        got.append(row["obs_id"])
+        reg.transition("observations", row["obs_id"], "converting")
+    q.put(got)
+
+
+def test_two_processes_never_share_an_observation(tmp_path):
+    path = tmp_path / "r.sqlite"
+    reg = Registry(path)
+    ids = [_add(reg, 2460950.5 + k * 0.004) for k in range(60)]
+    reg.close()
+    q = mp.get_context("spawn").Queue()
+    procs = [mp.get_context("spawn").Process(target=_race, args=(path, 60, q)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    got = [q.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(60)
+    assert sorted(got[0] + got[1]) == sorted(ids)
+    assert not set(got[0]) & set(got[1])
