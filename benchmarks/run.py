@@ -1,0 +1,109 @@
+"""Benchmark suite: figures go to benchmarks/results.json with the machine's description.
+
+    python -m benchmarks.run --scale small|full [--only CASE ...]
+
+Cases: ``simulate`` (one observation written in the correlator format), ``kernels``
+(visibilities rephased per second per core: numba kernel vs numpy on the same data),
+``convert`` (engine conversion of one observation, in-process, with peak memory).
+Timings are wall-clock seconds on this machine, measured side by side in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from engine import config
+
+RESULTS = Path(__file__).resolve().parent / "results.json"
+SCALES = {
+    "small": {"sim.nants": 20, "sim.nchan_per_subband": 8, "sim.ntimes": 6, "sim.nsources": 10},
+    "full": {"sim.nants": 96, "sim.nchan_per_subband": 48, "sim.ntimes": 24, "sim.nsources": 10},
+}
+
+
+def machine() -> dict:
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
+    return {"cpus": os.cpu_count(), "memory_gib": round(mem, 1), "python": platform.python_version(),
+            "platform": platform.platform(), "processor": platform.processor()}
+
+
+def bench_simulate(cfg, work: Path) -> dict:
+    from engine import simulate
+
+    t0 = time.perf_counter()
+    paths, _, _ = simulate.simulate_run(cfg, work / "incoming")
+    dt = time.perf_counter() - t0
+    size = sum(p.stat().st_size for p in paths[0])
+    return {"seconds": dt, "bytes": size, "files": len(paths[0])}
+
+
+def bench_kernels(cfg, work: Path) -> dict:
+    from kernels.visibility import C_M_S, rephase
+
+    rng = np.random.default_rng(0)
+    nrow = 4656 * (4 if cfg.sim.ntimes < 24 else 24)
+    vis = (rng.standard_normal((nrow, 48, 2)) + 1j * rng.standard_normal((nrow, 48, 2))
+           ).astype(np.complex64)
+    dw = rng.uniform(-2000, 2000, nrow)
+    f = np.linspace(1.31e9, 1.5e9, 48)
+    rephase(vis[:10].copy(), dw[:10], f)  # compile
+    t0 = time.perf_counter()
+    rephase(vis, dw, f)
+    t_numba = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    vis *= np.exp(-2j * np.pi * dw[:, None, None] * f[None, :, None] / C_M_S).astype(np.complex64)
+    t_numpy = time.perf_counter() - t0
+    n = vis.size
+    return {"visibilities": n, "numba_vis_per_s": n / t_numba, "numpy_vis_per_s": n / t_numpy,
+            "speedup_vs_numpy": t_numpy / t_numba}
+
+
+def bench_convert(cfg, work: Path) -> dict:
+    from engine.convert import convert_local
+
+    files = sorted((work / "incoming").glob("*.hdf5"))[: cfg.band.nsubbands]
+    t0 = time.perf_counter()
+    m = convert_local([str(p) for p in files], str(work / "obs.ms"), cfg, workdir=work)
+    dt = time.perf_counter() - t0
+    return {"seconds": dt, "ms_bytes": m["size"], "rows": m["rows"],
+            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
+
+
+CASES = {"simulate": bench_simulate, "kernels": bench_kernels, "convert": bench_convert}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scale", choices=sorted(SCALES), default="small")
+    ap.add_argument("--only", nargs="*", default=list(CASES))
+    ap.add_argument("--workdir", default=None)
+    args = ap.parse_args(argv)
+    cfg = config.load(None, {**SCALES[args.scale], "sim.nobs": 1})
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="dsa110-bench-"))
+    results = {"when": time.strftime("%Y-%m-%dT%H:%M:%S"), "scale": args.scale,
+               "machine": machine(), "cases": {}}
+    try:
+        for name in args.only:
+            results["cases"][name] = CASES[name](cfg, work)
+            print(name, json.dumps(results["cases"][name]))
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    history = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    history.append(results)
+    RESULTS.write_text(json.dumps(history, indent=1) + "\n")
+    print(f"results appended to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
