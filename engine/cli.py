@@ -17,6 +17,8 @@ from engine.errors import EngineError
 
 log = logging.getLogger("engine")
 
+SCALE_CONFIGS = {"tiny": "ci.toml", "small": "default.toml", "full": "dsa110.toml"}
+
 
 def _setup_logging(level: str):
     logging.basicConfig(level=getattr(logging, level),
@@ -83,8 +85,8 @@ def _demo(cfg, workdir: Path) -> int:
     incoming = cfg.resolve_path("incoming", workdir)
     if not any(incoming.glob("*.hdf5")):
         t0 = time.time()
-        paths, sky, _ = simulate.simulate_run(cfg, incoming)
-        (workdir / "simulated_sky.json").write_text(sky.to_json())
+        paths, sky, gains = simulate.simulate_run(cfg, incoming)
+        simulate.write_truth(workdir / "truth.json", cfg, sky, gains, paths)
         print(f"simulated {len(paths)} observations x {cfg.band.nsubbands} subbands "
               f"({cfg.sim.nants} antennas, {cfg.sim.ntimes} integrations, "
               f"{cfg.sim.nchan_per_subband} channels per subband) in {time.time() - t0:.1f} s "
@@ -125,6 +127,12 @@ def main(argv=None) -> int:
     r.add_argument("--max-wall-s", type=float, default=None)
     s = sub.add_parser("simulate", help="write simulated observations into paths.incoming")
     s.add_argument("--out", default=None)
+    s.add_argument("--observations", type=int, help="number of observations (sim.nobs)")
+    s.add_argument("--start", help="UTC start, ISO (sim.start)")
+    s.add_argument("--dec", type=float, help="pointing declination, deg (sim.dec_deg)")
+    s.add_argument("--scale", choices=sorted(SCALE_CONFIGS),
+                   help="tiny (tests), small (demo) or full (the real telescope)")
+    s.add_argument("--seed", type=int, help="random seed (sim.seed)")
     v = sub.add_parser("convert", help="convert one observation outside the driver")
     v.add_argument("inputs", nargs="+", help="16 subband files or one folder")
     v.add_argument("--out", required=True, help="output Measurement Set")
@@ -136,6 +144,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         overrides = config_mod.parse_overrides(args.set)
+        if args.cmd == "simulate":
+            if args.scale and not args.config:
+                args.config = str(config_mod.CONFIG_DIR / SCALE_CONFIGS[args.scale])
+            for opt, key in (("observations", "sim.nobs"), ("start", "sim.start"),
+                             ("dec", "sim.dec_deg"), ("seed", "sim.seed")):
+                if getattr(args, opt) is not None:
+                    overrides[key] = getattr(args, opt)
         if getattr(args, "address", None):
             overrides["ray.address"] = args.address
         cfg = config_mod.load(args.config, overrides)
@@ -158,8 +173,9 @@ def main(argv=None) -> int:
             from engine import simulate
 
             out = Path(args.out) if args.out else cfg.resolve_path("incoming", base)
-            paths, sky, _ = simulate.simulate_run(cfg, out)
-            print(f"wrote {sum(len(p) for p in paths)} files into {out}")
+            paths, sky, gains = simulate.simulate_run(cfg, out)
+            truth = simulate.write_truth(out / "truth.json", cfg, sky, gains, paths)
+            print(f"wrote {sum(len(p) for p in paths)} files into {out}; truth in {truth}")
             return 0
         if args.cmd == "convert":
             from engine.convert import convert_local

@@ -109,7 +109,8 @@ def scan(cfg: Config, reg: Registry, incoming: Path, *, now: float | None = None
         try:
             fn_jd, sb = parse_filename(path)
             if not 0 <= sb < cfg.band.nsubbands:
-                raise InputFileError(path, f"subband index {sb} outside 0..{cfg.band.nsubbands - 1}")
+                raise InputFileError(
+                    path, f"subband index {sb} outside 0..{cfg.band.nsubbands - 1}")
             if st.st_size == 0 and not settling:
                 raise FileNotReadyError(path, "zero-byte file")
             if settling:

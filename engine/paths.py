@@ -33,8 +33,8 @@ def digest(path) -> tuple[str, int]:
     h = hashlib.sha256()
     total = 0
     # casacore rewrites table.lock whenever a table is opened: not part of the content
-    files = [p] if p.is_file() else sorted(q for q in p.rglob("*")
-                                          if q.is_file() and q.name != "table.lock")
+    files = [p] if p.is_file() else sorted(
+        q for q in p.rglob("*") if q.is_file() and q.name != "table.lock")
     for f in files:
         if f != p:
             h.update(str(f.relative_to(p)).encode())

@@ -37,8 +37,8 @@ class Areas:
 
     @classmethod
     def from_config(cls, cfg: Config, base: Path) -> "Areas":
-        a = cls(*(cfg.resolve_path(k, base) for k in ("incoming", "stage", "products",
-                                                       "registry")))
+        keys = ("incoming", "stage", "products", "registry")
+        a = cls(*(cfg.resolve_path(k, base) for k in keys))
         for p in (a.incoming, a.stage, a.products):
             p.mkdir(parents=True, exist_ok=True)
         return a

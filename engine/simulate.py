@@ -257,6 +257,19 @@ def write_uvh5(path: Path, *, cfg, tel, stations, times, lst, time_index, ant1, 
     os.replace(tmp, path)
 
 
+def write_truth(path: Path, cfg: Config, sky: Sky, gains: Gains | None, paths) -> Path:
+    """The simulation's truth beside the data: sky, gains, noise, files per observation."""
+    truth = {"sky": json.loads(sky.to_json()), "noise_jy": cfg.sim.noise_jy,
+             "dec_deg": cfg.sim.dec_deg, "seed": cfg.sim.seed,
+             "observations": [[str(p) for p in obs] for obs in paths]}
+    if gains is not None:
+        truth["gains"] = {"stations": gains.stations, "real": gains.g.real.tolist(),
+                          "imag": gains.g.imag.tolist()}
+    path = Path(path)
+    path.write_text(json.dumps(truth, indent=1))
+    return path
+
+
 def simulate_run(cfg: Config, out_dir: Path, *, calibrators=None, gains: bool = True):
     """Simulate ``sim.nobs`` back-to-back observations; return (paths by obs, sky, gains)."""
     tel = Telescope(cfg)

@@ -27,7 +27,8 @@ md.close()
 casatasks.listobs(ms, listfile=ms + ".listobs", overwrite=True)
 # UVW from casacore's measures for the rows of the middle integration
 tb = ct.table(); tb.open(ms)
-uvw = tb.getcol("UVW").T; t = tb.getcol("TIME"); a1 = tb.getcol("ANTENNA1"); a2 = tb.getcol("ANTENNA2")
+uvw = tb.getcol("UVW").T; t = tb.getcol("TIME")
+a1 = tb.getcol("ANTENNA1"); a2 = tb.getcol("ANTENNA2")
 fid = tb.getcol("FIELD_ID"); tb.close()
 tb.open(ms + "/ANTENNA"); pos = tb.getcol("POSITION").T; tb.close()
 tb.open(ms + "/FIELD"); pdir = tb.getcol("PHASE_DIR")[:, 0, :].T; tb.close()
@@ -64,8 +65,7 @@ def converted(tmp_path_factory):
     paths, cfg, src, mid = point_source_obs(d / "in")
     out = {}
     for mode in ("meridian", "single"):
-        c = config.load(None, {"convert.phasing": mode, **{f"sim.{k}": getattr(cfg.sim, k)
-                                                            for k in ("nants", "ntimes")}})
+        c = config.load(None, {"convert.phasing": mode})
         out[mode] = convert_local(paths, str(d / f"{mode}.ms"), c)
     return out, cfg, src, mid
 

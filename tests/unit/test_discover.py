@@ -51,7 +51,7 @@ def test_duplicate_partial_zero_and_foreign_files(copy_obs, ci_cfg, tmp_path):
     outofrange = copy_obs / "2025-10-02T02:00:00_sb16.hdf5"
     shutil.copy(src, outofrange)
     for _ in range(ci_cfg.discover.unreadable_retries):
-        rep = _scan(ci_cfg, reg, copy_obs)
+        _scan(ci_cfg, reg, copy_obs)
     status = {Path(r["path"]).name: (r["status"], r["error"]) for r in reg.db["files"].rows}
     assert status[dup.name][0] == "conflict" or status[src.name][0] == "conflict"
     for bad in (zero, foreign, trunc):

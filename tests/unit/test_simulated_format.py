@@ -73,10 +73,11 @@ def test_point_source_gives_the_analytic_phase(tmp_path):
     s_src = SkyCoord(src[0] * u.rad, src[1] * u.rad).transform_to(frame)
     # the pointing: apparent HA = 0 at dec, i.e. the meridian at that altitude, no refraction
     alt0 = 90 - (cfg.sim.dec_deg - cfg.site.latitude_deg)
+
     def enu(az, alt):
         return np.stack([np.cos(alt) * np.sin(az), np.cos(alt) * np.cos(az), np.sin(alt)], -1)
-    d_s = enu(s_src.az.rad, s_src.alt.rad) - enu(np.zeros(t.size), np.full(t.size,
-                                                                             np.deg2rad(alt0)))
+    pointing = enu(np.zeros(t.size), np.full(t.size, np.deg2rad(alt0)))
+    d_s = enu(s_src.az.rad, s_src.alt.rad) - pointing
     enu_ant = pyuvdata.utils.ENU_from_ECEF(
         uv.telescope.antenna_positions + uv.telescope._location.xyz(), center_loc=loc)
     idx = {n: i for i, n in enumerate(uv.telescope.antenna_numbers)}
