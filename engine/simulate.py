@@ -67,10 +67,24 @@ class Sky:
 
 @dataclass
 class Gains:
-    """Antenna gains per station number and polarization: g (Nants, 2) complex."""
+    """Antenna gains per station and polarization with smooth bandpass shapes.
+
+    ``g`` (Nants, 2) complex is the gain at the band centre; ``bp`` (Nants, 2, 3) real holds
+    the amplitude slope, amplitude curvature and phase slope (rad) across the band, so
+    ``g(nu) = g (1 + b0 x + b1 x^2) exp(i b2 x)`` with ``x = (nu - 1405 MHz) / 93.75 MHz``.
+    """
 
     stations: list
     g: np.ndarray
+    bp: np.ndarray
+
+    def at(self, freq_hz) -> np.ndarray:
+        """(Nants, Nfreqs, 2) complex gains at ``freq_hz``."""
+        x = (np.asarray(freq_hz) - 1405e6) / 93.75e6
+        b = self.bp[:, None, :, :]  # (Nants, 1, 2, 3)
+        xx = x[None, :, None]
+        shape = (1 + b[..., 0] * xx + b[..., 1] * xx ** 2) * np.exp(1j * b[..., 2] * xx)
+        return self.g[:, None, :] * shape
 
 
 def obs_start_times_jd(cfg: Config) -> np.ndarray:
@@ -114,7 +128,10 @@ def make_gains(cfg: Config, stations: list[int]) -> Gains:
     n = len(stations)
     amp = 1.0 + cfg.sim.gain_amp_rms * rng.standard_normal((n, 2))
     phase = np.deg2rad(cfg.sim.gain_phase_rms_deg) * rng.standard_normal((n, 2))
-    return Gains(list(stations), np.clip(amp, 0.1, None) * np.exp(1j * phase))
+    bp = rng.standard_normal((n, 2, 3)) * np.array(
+        [cfg.sim.gain_amp_rms / 2, cfg.sim.gain_amp_rms / 4,
+         np.deg2rad(cfg.sim.gain_phase_rms_deg)])
+    return Gains(list(stations), np.clip(amp, 0.1, None) * np.exp(1j * phase), bp)
 
 
 def baseline_layout(stations: list[int]):
@@ -189,9 +206,10 @@ def simulate_observation(cfg: Config, tel: Telescope, start_jd: float, out_dir: 
                                      [station_index[s] for s in a2_rows], freqs)
         vis = np.repeat(vis1[:, :, None], 2, axis=2)  # XX = YY = I for unpolarized sources
         if gains is not None:
-            g1 = gains.g[[gi[s] for s in a1_rows]]
-            g2 = gains.g[[gi[s] for s in a2_rows]]
-            vis *= (g1 * np.conj(g2))[:, None, :]
+            g_f = gains.at(freqs)  # (Nants, Nfreqs, 2)
+            g1 = g_f[[gi[s] for s in a1_rows]]
+            g2 = g_f[[gi[s] for s in a2_rows]]
+            vis *= g1 * np.conj(g2)
         if sim.noise_jy > 0:
             vis += sim.noise_jy * (rng.standard_normal(vis.shape)
                                    + 1j * rng.standard_normal(vis.shape))
@@ -264,7 +282,9 @@ def write_truth(path: Path, cfg: Config, sky: Sky, gains: Gains | None, paths) -
              "observations": [[str(p) for p in obs] for obs in paths]}
     if gains is not None:
         truth["gains"] = {"stations": gains.stations, "real": gains.g.real.tolist(),
-                          "imag": gains.g.imag.tolist()}
+                          "imag": gains.g.imag.tolist(), "bandpass": gains.bp.tolist(),
+                          "bandpass_model": "g(nu) = g (1 + b0 x + b1 x^2) exp(i b2 x), "
+                                            "x = (nu - 1405 MHz) / 93.75 MHz"}
     path = Path(path)
     path.write_text(json.dumps(truth, indent=1))
     return path
