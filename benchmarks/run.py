@@ -80,7 +80,46 @@ def bench_convert(cfg, work: Path) -> dict:
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
 
 
-CASES = {"simulate": bench_simulate, "kernels": bench_kernels, "convert": bench_convert}
+def bench_discovery(cfg, work: Path) -> dict:
+    """A full day of observations (280 x 16 tiny files): scan + register, then leasing."""
+    from engine import config as cmod
+    from engine import discover, simulate
+    from engine.registry import Registry
+    from engine.telescope import Telescope
+
+    day = cmod.load(None, {"sim.nants": 2, "sim.nchan_per_subband": 1, "sim.ntimes": 1,
+                           "sim.nobs": 280, "sim.nsources": 1, "discover.settle_s": 0})
+    tel = Telescope(day)
+    inc = work / "day"
+    inc.mkdir(parents=True, exist_ok=True)
+    sky = simulate.make_sky(day, tel)
+    t0 = time.perf_counter()
+    for i, start in enumerate(simulate.obs_start_times_jd(day)):
+        simulate.simulate_observation(day, tel, start, inc, sky=sky, obs_index=i)
+    t_sim = time.perf_counter() - t0
+    reg = Registry(work / "day.sqlite")
+    t0 = time.perf_counter()
+    rep = discover.scan(day, reg, inc)
+    t_scan = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rep2 = discover.scan(day, reg, inc)
+    t_rescan = time.perf_counter() - t0
+    lat = []
+    while True:
+        t0 = time.perf_counter()
+        row = reg.acquire_next("bench")
+        lat.append(time.perf_counter() - t0)
+        if row is None:
+            break
+        reg.transition("observations", row["obs_id"], "converting")
+    return {"files": len(rep.registered), "observations_complete": len(rep.completed),
+            "simulate_s": t_sim, "scan_register_s": t_scan, "rescan_s": t_rescan,
+            "rescan_new": len(rep2.registered), "acquire_next_median_ms":
+            1e3 * float(np.median(lat)), "acquire_next_max_ms": 1e3 * float(np.max(lat))}
+
+
+CASES = {"simulate": bench_simulate, "kernels": bench_kernels, "convert": bench_convert,
+         "discovery": bench_discovery}
 
 
 def main(argv=None):

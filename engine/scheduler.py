@@ -126,7 +126,10 @@ def _fill_pipeline(cfg, reg, areas, owner, inflight, summary):
             return
         obs_id = obs["obs_id"]
         if obs["state"] == "converted":
-            _submit_image(cfg, reg, areas, obs, inflight)
+            try:
+                _submit_image(cfg, reg, areas, obs, inflight)
+            except EngineError as exc:  # e.g. the MS vanished: recorded, the run goes on
+                _fail(reg, obs_id, f"image: {exc}", summary)
             continue
         summary.order.append(obs_id)
         try:

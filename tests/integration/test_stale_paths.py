@@ -1,0 +1,58 @@
+"""A registry path whose product vanished is caught before use and by reconcile."""
+
+import json
+import shutil
+
+import pytest
+
+from engine import config, scheduler
+from engine.cli import main
+from engine.convert import convert_local
+from engine.discover import obs_id_for
+from engine.errors import StaleProductError
+from engine.registry import Registry
+from engine.uvh5io import read_header
+
+
+@pytest.fixture
+def converted_obs(one_obs, tmp_path):
+    paths, _, cfg = one_obs
+    areas = scheduler.Areas.from_config(cfg, tmp_path)
+    hdr = read_header(paths[0])
+    oid = obs_id_for(hdr.start_jd, hdr.dec_rad)
+    ms = areas.stage / oid / f"{oid}.ms"
+    ms.parent.mkdir(parents=True)
+    manifest = convert_local(paths, str(ms), cfg, workdir=tmp_path)
+    reg = Registry(areas.registry)
+    with reg.write():
+        reg.db["observations"].insert({
+            "obs_id": oid, "start_jd": hdr.start_jd, "end_jd": hdr.end_jd,
+            "dec_rad": hdr.dec_rad, "n_subbands": 16, "state": "converted", "attempts": 0,
+            "ms_path": str(ms), "manifest": json.dumps(manifest)})
+    return cfg, areas, reg, oid, ms
+
+
+def test_deleted_ms_is_caught_before_use(converted_obs):
+    cfg, areas, reg, oid, ms = converted_obs
+    shutil.rmtree(ms)
+    with pytest.raises(StaleProductError, match="missing"):
+        scheduler._submit_image(cfg, reg, areas, reg.get("observations", oid), {})
+    assert reg.get("observations", oid)["state"] == "converted"  # nothing recorded as done
+
+
+def test_modified_ms_is_caught_before_use(converted_obs):
+    cfg, areas, reg, oid, ms = converted_obs
+    with open(ms / "table.f0", "ab") as fh:
+        fh.write(b"x")
+    with pytest.raises(StaleProductError, match="differs from manifest"):
+        scheduler._submit_image(cfg, reg, areas, reg.get("observations", oid), {})
+
+
+def test_reconcile_reports_and_repairs(converted_obs, capsys):
+    cfg, areas, reg, oid, ms = converted_obs
+    shutil.rmtree(ms)
+    args = ["--config", str(config.CONFIG_DIR / "ci.toml"), "--workdir", str(areas.stage.parent)]
+    assert main(args + ["reconcile"]) == 1
+    assert f"{oid}: MS {ms} missing on disk" in capsys.readouterr().out
+    assert main(args + ["reconcile", "--repair"]) == 1
+    assert Registry(areas.registry).get("observations", oid)["state"] == "failed"
