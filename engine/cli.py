@@ -85,8 +85,8 @@ def _demo(cfg, workdir: Path) -> int:
     incoming = cfg.resolve_path("incoming", workdir)
     if not any(incoming.glob("*.hdf5")):
         t0 = time.time()
-        paths, sky, gains = simulate.simulate_run(cfg, incoming)
-        simulate.write_truth(workdir / "truth.json", cfg, sky, gains, paths)
+        paths, sky, gains = simulate.simulate_run(cfg, incoming,
+                                                  truth_path=workdir / "truth.json")
         print(f"simulated {len(paths)} observations x {cfg.band.nsubbands} subbands "
               f"({cfg.sim.nants} antennas, {cfg.sim.ntimes} integrations, "
               f"{cfg.sim.nchan_per_subband} channels per subband) in {time.time() - t0:.1f} s "
@@ -133,6 +133,7 @@ def main(argv=None) -> int:
     s.add_argument("--scale", choices=sorted(SCALE_CONFIGS),
                    help="tiny (tests), small (demo) or full (the real telescope)")
     s.add_argument("--seed", type=int, help="random seed (sim.seed)")
+    s.add_argument("--calibrator", help="catalog calibrator transiting in the run (sim.calibrator)")
     v = sub.add_parser("convert", help="convert one observation outside the driver")
     v.add_argument("inputs", nargs="+", help="16 subband files or one folder")
     v.add_argument("--out", required=True, help="output Measurement Set")
@@ -148,7 +149,8 @@ def main(argv=None) -> int:
             if args.scale and not args.config:
                 args.config = str(config_mod.CONFIG_DIR / SCALE_CONFIGS[args.scale])
             for opt, key in (("observations", "sim.nobs"), ("start", "sim.start"),
-                             ("dec", "sim.dec_deg"), ("seed", "sim.seed")):
+                             ("dec", "sim.dec_deg"), ("seed", "sim.seed"),
+                             ("calibrator", "sim.calibrator")):
                 if getattr(args, opt) is not None:
                     overrides[key] = getattr(args, opt)
         if getattr(args, "address", None):
@@ -173,9 +175,9 @@ def main(argv=None) -> int:
             from engine import simulate
 
             out = Path(args.out) if args.out else cfg.resolve_path("incoming", base)
-            paths, sky, gains = simulate.simulate_run(cfg, out)
-            truth = simulate.write_truth(out / "truth.json", cfg, sky, gains, paths)
-            print(f"wrote {sum(len(p) for p in paths)} files into {out}; truth in {truth}")
+            simulate.simulate_run(cfg, out, truth_path=out / "truth.json")
+            print(f"wrote {cfg.sim.nobs * cfg.band.nsubbands} files into {out}; "
+                  f"truth in {out / 'truth.json'}")
             return 0
         if args.cmd == "convert":
             from engine.convert import convert_local

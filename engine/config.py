@@ -71,6 +71,10 @@ SCHEMA: tuple[Field, ...] = (
     F("sim.gain_phase_rms_deg", float, 0.0, "rms of simulated antenna gain phases (deg)"),
     F("sim.filename_jitter_s", float, 30.0, "max |jitter| of filename times (s)"),
     F("sim.seed", int, 1234, "random seed of the simulated sky, gains and noise"),
+    F("sim.calibrator", str, "", "catalog calibrator that transits during the run ('' none); "
+      "sets the start time and pointing declination"),
+    F("sim.transit_obs", int, -1, "observation (0-based) whose middle holds the transit; "
+      "-1: the middle observation of the run"),
     # paths
     F("paths.incoming", str, "incoming", "folder the correlator writes into"),
     F("paths.stage", str, "stage", "work area for products being made"),

@@ -275,9 +275,12 @@ def write_uvh5(path: Path, *, cfg, tel, stations, times, lst, time_index, ant1, 
     os.replace(tmp, path)
 
 
-def write_truth(path: Path, cfg: Config, sky: Sky, gains: Gains | None, paths) -> Path:
+def write_truth(path: Path, cfg: Config, sky: Sky, gains: Gains | None, paths, *,
+                transit_obs: int | None = None) -> Path:
     """The simulation's truth beside the data: sky, gains, noise, files per observation."""
     truth = {"sky": json.loads(sky.to_json()), "noise_jy": cfg.sim.noise_jy,
+             "calibrator": cfg.sim.calibrator or None, "transit_obs": transit_obs,
+             "start": cfg.sim.start,
              "dec_deg": cfg.sim.dec_deg, "seed": cfg.sim.seed,
              "observations": [[str(p) for p in obs] for obs in paths]}
     if gains is not None:
@@ -290,9 +293,44 @@ def write_truth(path: Path, cfg: Config, sky: Sky, gains: Gains | None, paths) -
     return path
 
 
-def simulate_run(cfg: Config, out_dir: Path, *, calibrators=None, gains: bool = True):
-    """Simulate ``sim.nobs`` back-to-back observations; return (paths by obs, sky, gains)."""
+def calibrator_run(cfg: Config, tel: Telescope):
+    """With ``sim.calibrator`` set: (cfg with start and dec moved to the transit, calibrator).
+
+    The start moves to the first transit after ``sim.start`` minus the offset that puts the
+    transit in the middle of observation ``sim.transit_obs``; the pointing declination
+    becomes the calibrator's apparent declination at transit.
+    """
+    from engine import calibrators
+    from engine.config import load
+
+    cal = calibrators.get(cfg.sim.calibrator)
+    k = cfg.sim.transit_obs if cfg.sim.transit_obs >= 0 else cfg.sim.nobs // 2
+    if k >= cfg.sim.nobs:
+        from engine.errors import ConfigError
+
+        raise ConfigError(f"sim.transit_obs = {k} is beyond sim.nobs = {cfg.sim.nobs}")
+    t_in = Time(cfg.sim.start, format="isot", scale="utc").jd
+    t_tr = calibrators.next_transit_jd(cal, t_in, tel.location)
+    offset = (k * OBS_CADENCE_NTIMES + cfg.sim.ntimes / 2) * cfg.band.integration_s / 86400
+    _, dec = calibrators.hour_angle_dec(cal, [t_tr], tel.location)
+    flat = cfg.as_flat()
+    flat.update({"sim.start": Time(t_tr - offset, format="jd").isot[:23],
+                 "sim.dec_deg": float(np.rad2deg(dec[0]))})
+    return load(None, flat), cal, k
+
+
+def simulate_run(cfg: Config, out_dir: Path, *, calibrators=None, gains: bool = True,
+                 truth_path: Path | None = None):
+    """Simulate ``sim.nobs`` back-to-back observations; return (paths by obs, sky, gains).
+
+    With ``sim.calibrator`` set, the run is moved so the calibrator transits in observation
+    ``sim.transit_obs`` at the pointing declination, and the calibrator joins the sky.
+    """
     tel = Telescope(cfg)
+    transit_obs = None
+    if cfg.sim.calibrator:
+        cfg, cal, transit_obs = calibrator_run(cfg, tel)
+        calibrators = list(calibrators or []) + [cal]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sky = make_sky(cfg, tel, calibrators=calibrators)
@@ -303,4 +341,6 @@ def simulate_run(cfg: Config, out_dir: Path, *, calibrators=None, gains: bool = 
                                               obs_index=i))
         log.info("simulated observation %d/%d (%s)", i + 1, cfg.sim.nobs,
                  Time(t0, format="jd").isot)
+    if truth_path is not None:
+        write_truth(truth_path, cfg, sky, g, all_paths, transit_obs=transit_obs)
     return all_paths, sky, g

@@ -40,3 +40,30 @@ def test_paths_are_confined(tmp_path):
     os.symlink(tmp_path, root / "link")
     with pytest.raises(PathSafetyError):
         confine("link/elsewhere", root)
+
+
+def test_calibrator_transits_in_the_chosen_observation(tmp_path):
+    from astropy import units as u
+    from astropy.coordinates import TETE, SkyCoord
+    from astropy.time import Time
+
+    out = tmp_path / "cal"
+    assert main(["--set", "sim.transit_obs=1", "simulate", "--scale", "tiny", "--observations",
+                 "3", "--calibrator", "3C286", "--out", str(out)]) == 0
+    truth = json.loads((out / "truth.json").read_text())
+    assert truth["transit_obs"] == 1 and "3C286" in truth["sky"]["names"]
+    # independent: apparent LST minus the apparent (TETE) RA of 3C286 from the catalog text
+    c = SkyCoord("13:31:08.2881", "+30:30:32.959", unit=(u.hourangle, u.deg))
+    starts = sorted({h5py.File(p)["Header/time_array"][0] for p in out.glob("*.hdf5")})
+    ends = sorted({h5py.File(p)["Header/time_array"][()].max() for p in out.glob("*.hdf5")})
+    for k, (t0, t1) in enumerate(zip(starts, ends)):
+        ha = []
+        for t in (t0, t1):
+            tt = Time(t, format="jd")
+            lst = tt.sidereal_time("apparent", longitude=-118.2825 * u.deg).rad
+            ra = c.transform_to(TETE(obstime=tt)).ra.rad
+            ha.append((lst - ra + np.pi) % (2 * np.pi) - np.pi)
+        assert (ha[0] < 0 < ha[1]) == (k == 1)
+    with h5py.File(next(out.glob("*_sb00.hdf5"))) as f:
+        dec = np.rad2deg(f["Header/extra_keywords/phase_center_dec"][()])
+    assert abs(dec - 30.509) < 0.5  # pointed at the calibrator (apparent dec of date)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 import pyuvdata
 from astropy import units as u
 from astropy.coordinates import AltAz, SkyCoord
@@ -58,6 +59,11 @@ def test_pyuvdata_reads_the_files(one_obs):
     assert np.any(uv.ant_1_array == uv.ant_2_array)  # autocorrelations present
     dt = np.diff(np.unique(uv.time_array)) * 86400
     assert np.allclose(dt, 12.884902, atol=1e-3)
+    # the only default check the correlator's format fails is its float32 uvw_array
+    with pytest.raises(ValueError, match="_uvw_array is not the appropriate type"):
+        pyuvdata.UVData.from_file(paths[0], file_type="uvh5")
+    uv.uvw_array = uv.uvw_array.astype(np.float64)
+    assert uv.check(strict_uvw_antpos_check=False)
 
 
 def test_point_source_gives_the_analytic_phase(tmp_path):
