@@ -338,13 +338,20 @@ def assemble_ms(store: str, out_ms: str, cfg: Config) -> dict:
     rows_per_block = plan.nbls * max(1, int(64e6 // max(1, plan.nbls * freqs.size * 8 * 2)))
     write_ms(str(tmp), layout, read_block, rows_per_block=rows_per_block)
     t_write = time.perf_counter() - t0
+    from engine.msio import read_geometry
+    from engine.validate import validate_phasing
+
+    phasing_report = validate_phasing(
+        read_geometry(str(tmp)), tel.location,
+        dec_app_rad=plan.dec_rad if cfg.convert.phasing == "meridian" else None)
     digest, size = paths_digest(tmp)
     if out_ms.exists():
         shutil.rmtree(out_ms)
     os.replace(tmp, out_ms)
     return {"obs_id": plan.obs_id, "ms_path": str(out_ms), "size": size, "sha256": digest,
             "rows": plan.nrows, "nchan": freqs.size, "nfields": len(names),
-            "phasing": cfg.convert.phasing, "write_s": t_write,
+            "phasing": cfg.convert.phasing, "phasing_report": phasing_report,
+            "write_s": t_write,
             "total_s": time.perf_counter() - t0}
 
 

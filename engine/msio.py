@@ -166,3 +166,16 @@ def _write_subtables(tables, path: str, L: MSLayout):
         "TELESCOPE_NAME": [L.telescope], "TIME_RANGE": np.array([[t0, t1]]),
         "OBSERVER": ["dsa110-engine"], "PROJECT": [L.obs_id], "RELEASE_DATE": [0.0],
         "SCHEDULE_TYPE": [""], "FLAG_ROW": [False]})
+
+
+def read_geometry(path: str) -> dict:
+    """Columns the phase-centre validator needs (read-only, python-casacore)."""
+    tables = import_casacore_tables()
+    with tables.table(path, ack=False) as t:
+        out = {k: t.getcol(k) for k in ("TIME", "ANTENNA1", "ANTENNA2", "FIELD_ID", "UVW")}
+    with tables.table(f"{path}/ANTENNA", ack=False) as t:
+        out["POSITION"] = t.getcol("POSITION")
+    with tables.table(f"{path}/FIELD", ack=False) as t:
+        out["PHASE_DIR"] = t.getcol("PHASE_DIR")[:, 0, :]
+        out["FIELD_NAME"] = t.getcol("NAME")
+    return out
