@@ -197,7 +197,7 @@ def bench_convert_vs_pyuvdata(cfg, work: Path) -> dict:
                 oid = obs_id_for(hdrs[0].start_jd, hdrs[0].dec_rad)
                 plan = plan_observation(oid, files, rcfg, headers=hdrs)
                 store = work / f"{oid}.zarr"
-                todo = prepare_store(store, plan)
+                todo = prepare_store(store, plan, rcfg)
                 m = ray.get(raytasks.submit_conversion(oid, plan, todo, str(store),
                                                        str(work / "engine.ms"), rcfg))
                 dt = time.perf_counter() - t0

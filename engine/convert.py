@@ -30,13 +30,15 @@ from engine.config import Config
 from engine.errors import InputFileError, ObservationError
 from engine.paths import digest as paths_digest
 from engine.telescope import Telescope
-from engine.uvh5io import Header, parse_filename, read_header, read_subband
+from engine.uvh5io import BufferPool, Header, parse_filename, read_header, read_subband
 from kernels.geometry import baseline_uvw_ms
-from kernels.visibility import conjugate_rows, gather_rows, rephase
+from kernels.visibility import rephase, to_ms_order
 
 log = logging.getLogger(__name__)
 
 JD_TO_MJD = 2400000.5
+# reused by the tasks a long-lived worker runs (see uvh5io.BufferPool)
+_POOL = BufferPool()
 
 
 @dataclass
@@ -129,32 +131,45 @@ def ms_row_order(time_jd, ant1, ant2):
     return order, swapped, time_jd[order], lo[order], hi[order]
 
 
+STORE_ARRAYS = ("vis", "flags", "wsum", "nvalid")
+
+
 def open_store(store: Path, plan: Plan, *, create: bool, compress: bool = False):
-    """The observation's zarr stage store: vis, flags, weight in MS order and convention."""
+    """The observation's zarr stage store, in MS row order and MS convention.
+
+    ``vis`` (Nrows, Nchan, Npols) complex64 and ``flags`` bool, chunked one integration by
+    one subband; ``wsum``/``nvalid`` (Nrows, Nsubbands, Npols) hold each subband's sum of
+    nsamples and count of unflagged channels, from which assembly forms WEIGHT.
+    """
     import zarr
 
-    shape = (plan.nrows, len(plan.freq_hz), plan.npols)
-    chunks = (plan.nbls, max(s.nchan for s in plan.slots), plan.npols)
     if not create:
         g = zarr.open_group(str(store), mode="r+")
-        return g["vis"], g["flags"], g["weight"]
+        return tuple(g[k] for k in STORE_ARRAYS)
+    shape = (plan.nrows, len(plan.freq_hz), plan.npols)
+    chunks = (plan.nbls, max(s.nchan for s in plan.slots), plan.npols)
     g = zarr.open_group(str(store), mode="w")
     comp = {} if compress else {"compressors": None}
-    vis = g.create_array("vis", shape=shape, chunks=chunks, dtype="complex64", fill_value=0j,
-                         **comp)
-    flags = g.create_array("flags", shape=shape, chunks=chunks, dtype="bool", fill_value=True,
-                           **comp)
-    weight = g.create_array("weight", shape=shape, chunks=chunks, dtype="float32",
-                            fill_value=0.0, **comp)
+    wshape = (plan.nrows, len(plan.slots), plan.npols)
+    wchunks = (plan.nrows, 1, plan.npols)
+    arrays = (
+        g.create_array("vis", shape=shape, chunks=chunks, dtype="complex64", fill_value=0j,
+                       **comp),
+        g.create_array("flags", shape=shape, chunks=chunks, dtype="bool", fill_value=True,
+                       **comp),
+        g.create_array("wsum", shape=wshape, chunks=wchunks, dtype="float64", fill_value=0.0,
+                       **comp),
+        g.create_array("nvalid", shape=wshape, chunks=wchunks, dtype="int64", fill_value=0,
+                       **comp))
     g.attrs["plan"] = plan.to_json()
-    return vis, flags, weight
+    return arrays
 
 
 def marker_path(store: Path, sb: int) -> Path:
     return Path(store) / f"sb{sb:02d}.done.json"
 
 
-def convert_subband(path: str, store: str, plan_json: str, *, compress: bool = False) -> dict:
+def convert_subband(path: str, store: str, plan_json: str) -> dict:
     """Read one subband and write its channel block into the zarr store.
 
     Returns a manifest dict (subband, channels, rows, non-finite count, timings).
@@ -164,7 +179,7 @@ def convert_subband(path: str, store: str, plan_json: str, *, compress: bool = F
     slot = next((s for s in plan.slots if s.path == path), None)
     if slot is None:
         raise ObservationError(f"{path} is not part of the plan of {plan.obs_id}")
-    sb = read_subband(path)
+    sb = read_subband(path, buffers=_POOL)
     t_read = time.perf_counter() - t0
     if sb.vis.shape != (plan.nrows, slot.nchan, plan.npols):
         raise InputFileError(path, f"visdata shape {sb.vis.shape} does not match the plan "
@@ -180,25 +195,27 @@ def convert_subband(path: str, store: str, plan_json: str, *, compress: bool = F
                                      and np.array_equal(ref_keys[1], a2_s)
                                      and np.allclose(ref_keys[2], t_s, rtol=0, atol=1e-8)):
         raise InputFileError(path, "baselines or times differ from the other subbands")
-    vis = sb.vis
-    dummy_uvw = np.zeros((vis.shape[0], 3))
-    conjugate_rows(vis, dummy_uvw, np.flatnonzero(swapped))  # UVH5: ant1 < ant2
-    np.conjugate(vis, out=vis)  # UVH5 -> MS phase convention (with UVW = x1 - x2)
-    bad = ~np.isfinite(vis)
-    n_bad = int(bad.any(axis=2).sum())
-    flags = sb.flags | bad.any(axis=2, keepdims=True) | (sb.ant1 == sb.ant2)[:, None, None]
-    vis[bad] = 0
-    weight = np.where(flags, 0.0, sb.nsamples).astype(np.float32)
-    vis_o = gather_rows(vis, order)
-    flags_o = gather_rows(flags, order)
-    weight_o = gather_rows(weight, order)
-    if slot.descending:
-        vis_o, flags_o, weight_o = vis_o[:, ::-1], flags_o[:, ::-1], weight_o[:, ::-1]
-    z_vis, z_flags, z_weight = open_store(Path(store), plan, create=False)
+    flags = sb.flags
+    flags[sb.ant1 == sb.ant2] = True  # autocorrelations never enter calibration or imaging
+    n_bad = int((~np.isfinite(sb.vis)).any(axis=(1, 2)).sum())
+    # one numba pass: MS row order, MS convention (reversed rows keep their phase), ascending
+    # channels, non-finite values zeroed and flagged, per-row weight sums
+    outs = (_POOL.get("vis_out", sb.vis.shape, np.complex64),
+            _POOL.get("flag_out", sb.vis.shape, bool))
+    vis_o, flags_o, wsum, nvalid = to_ms_order(sb.vis, flags, sb.nsamples, order, swapped,
+                                               reverse=slot.descending, out=outs)
+    del sb
     c = slice(slot.chan0, slot.chan0 + slot.nchan)
-    z_vis[:, c, :] = np.ascontiguousarray(vis_o)
-    z_flags[:, c, :] = np.ascontiguousarray(flags_o)
-    z_weight[:, c, :] = np.ascontiguousarray(weight_o)
+    with np.load(Path(store) / "geometry.npz") as z:
+        dw = z["dw"]
+    if dw.size:  # single phasing: move this block's channels to the target centre
+        rephase(vis_o, dw, np.asarray(plan.freq_hz)[c])
+    z_vis, z_flags, z_wsum, z_nvalid = open_store(Path(store), plan, create=False)
+    k = [s.subband for s in plan.slots].index(slot.subband)
+    z_vis[:, c, :] = vis_o
+    z_flags[:, c, :] = flags_o
+    z_wsum[:, k, :] = wsum
+    z_nvalid[:, k, :] = nvalid
     manifest = {"subband": slot.subband, "path": path, "chan0": slot.chan0,
                 "nchan": slot.nchan, "rows": plan.nrows, "nonfinite_rows": n_bad,
                 "flagged_fraction": float(flags_o.mean()),
@@ -234,21 +251,77 @@ def write_row_keys(store: Path, first_path: str):
     os.replace(tmp, Path(store) / "rowkeys.npz")
 
 
-def prepare_store(store: Path, plan: Plan, *, compress: bool = False) -> list[int]:
+def compute_geometry(store: Path, plan: Plan, cfg: Config):
+    """UVW, fields and (single phasing) per-row w offsets, once per observation.
+
+    Per-integration rotations come from astropy/erfa, the per-baseline work from the numba
+    kernel. Saved as ``geometry.npz`` in the store: subband tasks read ``dw`` to rephase
+    their channels in parallel, the assembly reads the rest.
+    """
+    tel = Telescope(cfg)
+    first = read_subband_meta(plan.slots[0].path)
+    with np.load(store / "rowkeys.npz") as z:
+        a1_num, a2_num, t_rows = z["a1"], z["a2"], z["t"]
+    index_of = {int(n): i for i, n in enumerate(first["antenna_numbers"])}
+    a1 = np.array([index_of[int(n)] for n in a1_num])
+    a2 = np.array([index_of[int(n)] for n in a2_num])
+    times, time_index = np.unique(t_rows, return_inverse=True)
+    ant_itrf = first["antenna_positions"] + first["site_itrf"]
+    m_ra, m_dec, ra, dec = phase_centres(plan, times, cfg, tel)
+    single = cfg.convert.phasing == "single"
+    nt = times.size
+    rot = geometry.uvw_frames(np.concatenate([ra, m_ra]) if single else ra,
+                              np.concatenate([dec, m_dec]) if single else dec,
+                              np.concatenate([times, times]) if single else times, tel.location)
+    uvw = baseline_uvw_ms(rot[:nt], ant_itrf, time_index, a1, a2)
+    dw = np.zeros(0)
+    if single:
+        uvw_m = baseline_uvw_ms(rot[nt:], ant_itrf, time_index, a1, a2)
+        dw = uvw[:, 2] - uvw_m[:, 2]
+        fields = np.array([[ra[0], dec[0]]])
+        field_id = np.zeros(plan.nrows, dtype=np.int32)
+        names = [plan.obs_id]
+        ftimes = np.array([(times.mean() - JD_TO_MJD) * 86400.0])
+    else:
+        fields = np.stack([ra, dec], axis=1)
+        field_id = time_index.astype(np.int32)
+        names = [f"{plan.obs_id}_t{k:02d}" for k in range(times.size)]
+        ftimes = (times - JD_TO_MJD) * 86400.0
+    tmp = store / "geometry.tmp.npz"
+    np.savez(tmp, t=t_rows, uvw=uvw, dw=dw, a1=a1, a2=a2, field_id=field_id, fields=fields,
+             field_times=ftimes, field_names=json.dumps(names))
+    os.replace(tmp, store / "geometry.npz")
+
+
+def _convert_key(cfg: Config) -> str:
+    """The configuration a store's contents depend on (beyond the data)."""
+    c = cfg.convert
+    return json.dumps([c.phasing, repr(c.single_ra_deg), repr(c.single_dec_deg),
+                       c.zarr_compress, cfg.site.latitude_deg, cfg.site.longitude_deg,
+                       cfg.site.height_m])
+
+
+def prepare_store(store: Path, plan: Plan, cfg: Config) -> list[int]:
     """Create the store unless a matching one exists; return subbands still to convert."""
     store = Path(store)
     if store.exists():
         try:
             import zarr
 
-            same = zarr.open_group(str(store), mode="r").attrs.get("plan") == plan.to_json()
+            attrs = zarr.open_group(str(store), mode="r").attrs
+            same = (attrs.get("plan") == plan.to_json()
+                    and attrs.get("convert") == _convert_key(cfg))
         except (OSError, ValueError, KeyError):
             same = False
-        if same and (store / "rowkeys.npz").exists():
+        if same and (store / "geometry.npz").exists():
             return [s.subband for s in plan.slots if not marker_path(store, s.subband).exists()]
         shutil.rmtree(store)
-    open_store(store, plan, create=True, compress=compress)
+    open_store(store, plan, create=True, compress=cfg.convert.zarr_compress)
     write_row_keys(store, plan.slots[0].path)
+    compute_geometry(store, plan, cfg)
+    import zarr
+
+    zarr.open_group(str(store), mode="r+").attrs["convert"] = _convert_key(cfg)
     return [s.subband for s in plan.slots]
 
 
@@ -257,15 +330,15 @@ def phase_centres(plan: Plan, times_jd: np.ndarray, cfg: Config, tel: Telescope)
 
     Returns ``(meridian_ra, meridian_dec, target_ra, target_dec)`` arrays of (Ntimes,).
     """
-    m_ra, m_dec = geometry.meridian_icrs(times_jd, plan.dec_rad, tel.location)
+    mid = 0.5 * (times_jd[0] + times_jd[-1])
+    r, d = geometry.meridian_icrs(np.append(times_jd, mid), plan.dec_rad, tel.location)
+    m_ra, m_dec = r[:-1], d[:-1]
     if cfg.convert.phasing == "meridian":
         return m_ra, m_dec, m_ra, m_dec
     if np.isfinite(cfg.convert.single_ra_deg) and np.isfinite(cfg.convert.single_dec_deg):
         ra, dec = np.deg2rad(cfg.convert.single_ra_deg), np.deg2rad(cfg.convert.single_dec_deg)
     else:
-        mid = 0.5 * (times_jd[0] + times_jd[-1])
-        r, d = geometry.meridian_icrs([mid], plan.dec_rad, tel.location)
-        ra, dec = float(r[0]), float(d[0])
+        ra, dec = float(r[-1]), float(d[-1])
     return m_ra, m_dec, np.full_like(m_ra, ra), np.full_like(m_dec, dec)
 
 
@@ -284,31 +357,12 @@ def assemble_ms(store: str, out_ms: str, cfg: Config) -> dict:
         raise ObservationError(f"{plan.obs_id}: subbands {missing} not converted yet")
     tel = Telescope(cfg)
     first = read_subband_meta(plan.slots[0].path)
-    with np.load(store / "rowkeys.npz") as z:
-        a1_num, a2_num, t_rows = z["a1"], z["a2"], z["t"]
-    ant_numbers = first["antenna_numbers"]
-    index_of = {int(n): i for i, n in enumerate(ant_numbers)}
-    a1 = np.array([index_of[int(n)] for n in a1_num])
-    a2 = np.array([index_of[int(n)] for n in a2_num])
-    times, time_index = np.unique(t_rows, return_inverse=True)
+    with np.load(store / "geometry.npz") as z:
+        geo = {k: z[k] for k in z.files}
+    t_rows, uvw, a1, a2, field_id = (geo[k] for k in ("t", "uvw", "a1", "a2", "field_id"))
+    fields_ra_dec, ftimes = geo["fields"], geo["field_times"]
+    names = json.loads(str(geo["field_names"]))
     ant_itrf = first["antenna_positions"] + first["site_itrf"]
-    m_ra, m_dec, ra, dec = phase_centres(plan, times, cfg, tel)
-    rot_target = geometry.uvw_frames(ra, dec, times, tel.location)
-    uvw = baseline_uvw_ms(rot_target, ant_itrf, time_index, a1, a2)
-    dw = None
-    if cfg.convert.phasing == "single":
-        rot_m = geometry.uvw_frames(m_ra, m_dec, times, tel.location)
-        uvw_m = baseline_uvw_ms(rot_m, ant_itrf, time_index, a1, a2)
-        dw = uvw[:, 2] - uvw_m[:, 2]
-        fields_ra_dec = np.array([[ra[0], dec[0]]])
-        field_id = np.zeros(plan.nrows, dtype=np.int32)
-        names = [plan.obs_id]
-        ftimes = np.array([(times.mean() - JD_TO_MJD) * 86400.0])
-    else:
-        fields_ra_dec = np.stack([ra, dec], axis=1)
-        field_id = time_index.astype(np.int32)
-        names = [f"{plan.obs_id}_t{k:02d}" for k in range(times.size)]
-        ftimes = (times - JD_TO_MJD) * 86400.0
     freqs = np.array(plan.freq_hz)
     layout = MSLayout(
         time_mjd_s=(t_rows - JD_TO_MJD) * 86400.0,
@@ -317,25 +371,27 @@ def assemble_ms(store: str, out_ms: str, cfg: Config) -> dict:
         corr_aips=first["pols"], ant_names=first["antenna_names"], ant_itrf_m=ant_itrf,
         dish_m=tel.dish_diameter_m, field_ra_dec=fields_ra_dec, field_names=names,
         field_time_mjd_s=ftimes, telescope=cfg.site.casa_name, obs_id=plan.obs_id)
-    z_vis, z_flags, z_weight = g["vis"], g["flags"], g["weight"]
+    z_vis, z_flags = g["vis"], g["flags"]
+    wsum, nvalid = g["wsum"][...].sum(axis=1), g["nvalid"][...].sum(axis=1)
+    # WEIGHT: mean nsamples over unflagged channels (0 for a fully flagged row)
+    weight_all = np.where(nvalid > 0, wsum / np.maximum(nvalid, 1), 0).astype(np.float32)
+
+    from zarr.core.buffer.cpu import NDBuffer
 
     def read_block(r0, r1):
-        data = np.ascontiguousarray(z_vis[r0:r1])
-        flags = z_flags[r0:r1]
-        w = z_weight[r0:r1]
-        if dw is not None:
-            rephase(data, dw[r0:r1], freqs)
-        with np.errstate(invalid="ignore"):
-            wsum = w.sum(axis=1)
-            nvalid = (~flags).sum(axis=1)
-            weight = np.where(nvalid > 0, wsum / np.maximum(nvalid, 1), 0).astype(np.float32)
-        return data, flags, weight
+        shape = (r1 - r0, freqs.size, plan.npols)
+        data = _POOL.get(f"block_vis{r1 - r0}", shape, np.complex64)
+        flags = _POOL.get(f"block_flag{r1 - r0}", shape, bool)
+        z_vis.get_basic_selection((slice(r0, r1),), out=NDBuffer.from_numpy_array(data))
+        z_flags.get_basic_selection((slice(r0, r1),), out=NDBuffer.from_numpy_array(flags))
+        return data, flags, weight_all[r0:r1]
 
     out_ms = Path(out_ms)
     tmp = out_ms.with_name(out_ms.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    rows_per_block = plan.nbls * max(1, int(64e6 // max(1, plan.nbls * freqs.size * 8 * 2)))
+    # blocks of whole integrations, about 128 MB of visibilities, in reused buffers
+    rows_per_block = plan.nbls * max(1, int(128e6 // max(1, plan.nbls * freqs.size * 8)))
     write_ms(str(tmp), layout, read_block, rows_per_block=rows_per_block)
     t_write = time.perf_counter() - t0
     from engine.msio import read_geometry
@@ -383,10 +439,10 @@ def convert_local(paths, out_ms: str, cfg: Config, *, workdir: Path | None = Non
     obs_id = obs_id_for(headers[0].start_jd, headers[0].dec_rad)
     plan = plan_observation(obs_id, paths, cfg, headers=headers)
     store = Path(workdir or Path(out_ms).parent) / f"{obs_id}.zarr"
-    todo = prepare_store(store, plan, compress=cfg.convert.zarr_compress)
+    todo = prepare_store(store, plan, cfg)
     for s in plan.slots:
         if s.subband in todo:
-            convert_subband(s.path, str(store), plan.to_json(), compress=cfg.convert.zarr_compress)
+            convert_subband(s.path, str(store), plan.to_json())
     manifest = assemble_ms(str(store), out_ms, cfg)
     shutil.rmtree(store)
     return manifest

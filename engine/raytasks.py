@@ -50,10 +50,10 @@ def _gb(x: float) -> int:
 
 
 @ray.remote(num_cpus=1, max_retries=2, retry_exceptions=[TransientError])
-def _convert_subband(path, store, plan_json, compress):
+def _convert_subband(path, store, plan_json):
     from engine.convert import convert_subband
 
-    return convert_subband(path, store, plan_json, compress=compress)
+    return convert_subband(path, store, plan_json)
 
 
 @ray.remote(num_cpus=1, max_retries=2, retry_exceptions=[TransientError])
@@ -81,7 +81,7 @@ def submit_conversion(obs_id: str, plan, todo, store: str, out_ms: str, cfg: Con
         refs.append(_convert_subband.options(
             name=f"convert[{obs_id} sb{s.subband:02d}]", runtime_env=CONVERT_ENV,
             memory=_gb(cfg.ray.task_memory_gb), max_retries=cfg.ray.max_retries,
-        ).remote(s.path, store, plan.to_json(), cfg.convert.zarr_compress))
+        ).remote(s.path, store, plan.to_json()))
     return _assemble.options(
         name=f"assemble[{obs_id}]", runtime_env=CONVERT_ENV,
         memory=_gb(cfg.ray.assembly_memory_gb), max_retries=cfg.ray.max_retries,

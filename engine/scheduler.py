@@ -144,7 +144,7 @@ def _fill_pipeline(cfg, reg, areas, owner, inflight, summary):
             plan = plan_observation(obs_id, files, cfg)
             store = confine(f"{obs_id}/{obs_id}.zarr", areas.stage)
             store.parent.mkdir(parents=True, exist_ok=True)
-            todo = prepare_store(store, plan, compress=cfg.convert.zarr_compress)
+            todo = prepare_store(store, plan, cfg)
             ms = confine(f"{obs_id}/{obs_id}.ms", areas.stage)
             ref = raytasks.submit_conversion(obs_id, plan, todo, str(store), str(ms), cfg)
             inflight[ref] = (obs_id, "convert")

@@ -152,3 +152,75 @@ def predict_point_sources(delay_m, flux, time_index, ant1, ant2, freq_hz, dtype=
     out = np.zeros((ti.shape[0], f.shape[0]), dtype=np.complex128)
     _predict(delay_m, flux, ti, a1, a2, f, out)
     return out.astype(dtype, copy=False)
+
+
+@njit(cache=True, nogil=True)
+def _to_ms_order(vis, flags, nsamples, order, conj_in, reverse, vis_out, flag_out, wsum, nvalid):
+    nrow, nchan, npol = vis.shape
+    for i in range(order.shape[0]):
+        r = order[i]
+        keep = conj_in[r]
+        for c in range(nchan):
+            co = nchan - 1 - c if reverse else c
+            for p in range(npol):
+                v = vis[r, c, p]
+                f = flags[r, c, p]
+                if not (math.isfinite(v.real) and math.isfinite(v.imag)):
+                    v = 0j
+                    f = True
+                vis_out[i, co, p] = v if keep else v.conjugate()
+                flag_out[i, co, p] = f
+                if not f:
+                    wsum[i, p] += nsamples[r, c, p]
+                    nvalid[i, p] += 1
+
+
+def to_ms_order(vis, flags, nsamples, order, keep_phase, *, reverse, out=None):
+    """One pass from raw UVH5 rows to Measurement Set rows, convention and channel order.
+
+    Parameters
+    ----------
+    vis : (Nblts, Nchan, Npols) complex64
+        Raw visibilities, UVH5 convention, as read.
+    flags : (Nblts, Nchan, Npols) bool
+        Raw flags; rows the caller wants flagged (autocorrelations) already set.
+    nsamples : (Nblts, Nchan, Npols) float32
+    order : (Nrows,) int
+        Raw row feeding each output row (MS order: time, ant1, ant2).
+    keep_phase : (Nblts,) bool
+        True for raw rows whose antennas were reversed (ant1 > ant2). Going from UVH5 to
+        the MS convention conjugates every row; reversing a baseline conjugates it again,
+        so those rows keep their raw value and all others are conjugated.
+    reverse : bool
+        Reverse the channel axis (descending raw frequencies -> ascending).
+    out : tuple of (vis_out, flag_out), optional
+        Preallocated C-contiguous outputs (reused buffers avoid page faults).
+
+    Returns
+    -------
+    vis_out (Nrows, Nchan, Npols) complex64, flag_out bool, wsum (Nrows, Npols) float64
+    (sum of nsamples over unflagged channels), nvalid (Nrows, Npols) int64. Non-finite
+    visibilities are zeroed and flagged.
+    """
+    order = np.ascontiguousarray(order, dtype=np.int64)
+    keep = np.ascontiguousarray(keep_phase, dtype=np.bool_)
+    if vis.shape != flags.shape or vis.shape != nsamples.shape:
+        raise ValueError(f"vis {vis.shape}, flags {flags.shape}, nsamples {nsamples.shape}")
+    if keep.shape != (vis.shape[0],):
+        raise ValueError("keep_phase must have one entry per raw row")
+    if order.size and (order.min() < 0 or order.max() >= vis.shape[0]):
+        raise ValueError("order out of range")
+    n = order.shape[0]
+    if out is None:
+        vis_out = np.empty((n,) + vis.shape[1:], dtype=vis.dtype)
+        flag_out = np.empty((n,) + vis.shape[1:], dtype=np.bool_)
+    else:
+        vis_out, flag_out = out
+        if vis_out.shape != (n,) + vis.shape[1:] or flag_out.shape != vis_out.shape \
+                or vis_out.dtype != vis.dtype or not vis_out.flags.c_contiguous:
+            raise ValueError("out arrays do not match the input")
+    wsum = np.zeros((n, vis.shape[2]), dtype=np.float64)
+    nvalid = np.zeros((n, vis.shape[2]), dtype=np.int64)
+    _to_ms_order(vis, flags, nsamples, order, keep, bool(reverse), vis_out, flag_out, wsum,
+                 nvalid)
+    return vis_out, flag_out, wsum, nvalid

@@ -95,3 +95,33 @@ def test_predict_matches_numpy_dft(cdtype):
     assert got.dtype == cdtype
     np.testing.assert_allclose(got, ref, rtol=1e-5 if cdtype == np.complex64 else 1e-10,
                                atol=1e-5)
+
+
+@pytest.mark.parametrize("cdtype", [np.complex64, np.complex128])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_to_ms_order_matches_numpy(cdtype, reverse):
+    from kernels.visibility import to_ms_order
+
+    n, c, p = 12, 5, 2
+    vis = (rng.standard_normal((n, c, p)) + 1j * rng.standard_normal((n, c, p))).astype(cdtype)
+    vis[3, 2, 1] = np.nan
+    vis[7, 0, 0] = np.inf
+    flags = rng.random((n, c, p)) < 0.2
+    ns = rng.uniform(0.5, 1, (n, c, p)).astype(np.float32)
+    order = rng.permutation(n)
+    keep = rng.random(n) < 0.3
+    got_v, got_f, wsum, nvalid = to_ms_order(vis, flags, ns, order, keep, reverse=reverse)
+    # numpy reference, written the obvious way
+    bad = ~np.isfinite(vis)
+    v = np.where(bad, 0, vis)
+    v = np.where(keep[:, None, None], v, np.conj(v))
+    f = flags | bad
+    ref_v, ref_f = v[order], f[order]
+    ref_w = np.where(ref_f, 0, ns[order]).sum(axis=1)
+    ref_n = (~ref_f).sum(axis=1)
+    if reverse:
+        ref_v, ref_f = ref_v[:, ::-1], ref_f[:, ::-1]
+    np.testing.assert_array_equal(got_v, ref_v)
+    np.testing.assert_array_equal(got_f, ref_f)
+    np.testing.assert_allclose(wsum, ref_w, rtol=1e-6)
+    np.testing.assert_array_equal(nvalid, ref_n)
