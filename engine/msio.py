@@ -57,18 +57,18 @@ def _create(path: str, nchan: int, npol: int):
                 "OBSERVATION_ID", "PROCESSOR_ID", "SCAN_NUMBER", "STATE_ID", "TIME",
                 "TIME_CENTROID"):
         desc[key].update(dataManagerType="IncrementalStMan", dataManagerGroup=key)
+    # DATA and FLAG have a fixed shape and are written and read row by row: the standard
+    # storage manager with large buckets wrote 1.37 GB in 0.8 s here, tiles of 85 rows
+    # took 1.5 s and larger tiles longer (benchmarks, one full observation)
     data = tables.makearrcoldesc("DATA", 0j, valuetype="complex", shape=[nchan, npol],
-                                 datamanagertype="TiledColumnStMan",
-                                 datamanagergroup="TiledData")
+                                 datamanagertype="StandardStMan", datamanagergroup="DataSSM")
     desc.update(tables.maketabdesc(data))
     desc["FLAG"]["shape"] = np.array([nchan, npol])
-    desc["FLAG"].update(dataManagerType="TiledColumnStMan", dataManagerGroup="TiledFlag")
+    desc["FLAG"].update(dataManagerType="StandardStMan", dataManagerGroup="FlagSSM")
     dminfo = tables.makedminfo(desc)
     for spec in dminfo.values():
-        if spec["NAME"] in ("TiledData", "TiledFlag"):
-            # tiles of (npol, nchan, rows) about 1-4 MB keep writes and CASA reads fast
-            rows = max(1, (2 ** 20) // max(1, nchan * npol * 8))
-            spec["SPEC"] = {"DEFAULTTILESHAPE": np.array([npol, nchan, rows], dtype=np.int32)}
+        if spec["NAME"] in ("DataSSM", "FlagSSM"):
+            spec["SPEC"] = {"BUCKETSIZE": 32 * 1024 * 1024}
     return tables.default_ms(path, desc, dminfo)
 
 
