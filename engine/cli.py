@@ -97,15 +97,18 @@ def _demo(cfg, workdir: Path) -> int:
     print(f"\nengine run finished in {wall:.1f} s (local Ray)")
     print(f"  taken in observation-time order: {summary.order}")
     print(f"  converted to Measurement Sets: {len(summary.converted)}")
+    print(f"  calibrator transits solved:    {summary.calibrated}")
     print(f"  imaged with CASA tclean:       {len(summary.imaged)}")
     print(f"  published products:            {len(summary.published)}")
+    if summary.waiting:
+        print(f"  waiting for calibration valid at their observation time: {summary.waiting}")
     if summary.failed:
         print(f"  FAILED: {json.dumps(summary.failed, indent=1)}")
     print(f"\nproducts are in {cfg.resolve_path('products', workdir)}:")
     for p in sorted(cfg.resolve_path("products", workdir).rglob("*")):
         if p.is_file():
             print(f"  {p}")
-    print("not yet built: calibration, mosaics (see the open issues)")
+    print("not yet built: mosaics (see the open issues)")
     _status(cfg, workdir, False)
     return 1 if summary.failed else 0
 

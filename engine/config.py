@@ -97,6 +97,20 @@ SCHEMA: tuple[Field, ...] = (
       "J2000 RA of the single phase centre (deg); NaN: the mid-time meridian"),
     F("convert.single_dec_deg", float, float("nan"), "J2000 Dec of the single phase centre"),
     F("convert.zarr_compress", bool, False, "compress the zarr stage store"),
+    # calibration
+    F("calibrate.enabled", bool, True, "solve on calibrator transits and apply the solutions"),
+    F("calibrate.catalog", str, "calibrators.csv", "calibrator catalog under configs/"),
+    F("calibrate.max_offset_deg", float, 1.0,
+      "a calibrator counts if its dec is this close to the pointing (deg)"),
+    F("calibrate.refant", str, "", "reference antenna name; '' picks the one nearest the "
+      "array centre"),
+    F("calibrate.minsnr", float, 3.0, "minimum SNR of a solution"),
+    F("calibrate.gain_solint", str, "inf", "gain solution interval (CASA syntax)"),
+    F("calibrate.uvrange", str, "", "uv range used for solving (CASA syntax, '' all)"),
+    F("calibrate.bandpass_valid_h", float, 12.0,
+      "bandpass tables apply within +- this many hours of the transit (observation time)"),
+    F("calibrate.gain_valid_h", float, 1.0,
+      "gain tables apply within +- this many hours of the transit (observation time)"),
     # imaging
     F("image.cell_per_beam", float, 4.0, "pixels across the synthesized beam (lambda_min/B_max)",
       minimum=1.0),
@@ -111,8 +125,8 @@ SCHEMA: tuple[Field, ...] = (
     F("image.niter", int, 1000, "tclean iterations", minimum=0),
     F("image.threshold_sigma", float, 5.0,
       "clean down to this many times the dirty image rms (MAD)", minimum=0.0),
-    F("image.require_calibration", bool, False,
-      "wait for valid calibration tables before imaging (true) or image the data as they are"),
+    F("image.require_calibration", bool, True,
+      "observations without valid calibration wait (true) or are imaged as they are (false)"),
     # publishing
     F("publish.max_attempts", int, 3, "attempts to move a product into products/", minimum=1),
     F("publish.min_dynamic_range", float, 3.0, "QA: peak / rms below this rejects an image"),

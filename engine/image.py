@@ -114,6 +114,10 @@ def image_observation(ms: str, out_dir: str, cfg: Config, *, obs_id: str,
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
+    if caltables:
+        from engine.calibrate import apply
+
+        apply(ct, casatasks, ms, caltables)
     geo = _ms_geometry(ct, ms)
     cell, imsize = image_size(cfg, geo, cfg.array.dish_diameter_m)
     mid = geo["fields"][len(geo["fields"]) // 2]
@@ -121,7 +125,8 @@ def image_observation(ms: str, out_dir: str, cfg: Config, *, obs_id: str,
     base = str(work / "img")
     common = dict(vis=ms, imagename=base, imsize=imsize, cell=f"{cell}arcsec",
                   phasecenter=phasecenter, specmode="mfs", gridder="standard",
-                  weighting=cfg.image.weighting, robust=cfg.image.robust, pblimit=-1.0)
+                  weighting=cfg.image.weighting, robust=cfg.image.robust, pblimit=-1.0,
+                  datacolumn="corrected" if caltables else "data")
     cwd = os.getcwd()
     os.chdir(work)  # CASA drops helper files in the working directory
     try:

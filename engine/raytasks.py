@@ -72,6 +72,20 @@ def _image(ms, out_dir, cfg, obs_id, caltables):
     return image_observation(ms, out_dir, cfg, obs_id=obs_id, caltables=caltables)
 
 
+@ray.remote(num_cpus=1, max_retries=1, retry_exceptions=[TransientError])
+def _calibrate(ms, out_dir, cfg, obs_id, cal):
+    from engine.calibrate import solve
+
+    return solve(ms, out_dir, cfg, obs_id=obs_id, cal=cal)
+
+
+def submit_calibration(obs_id: str, ms: str, out_dir: str, cfg: Config, cal: dict):
+    return _calibrate.options(name=f"calibrate[{obs_id} {cal['name']}]",
+                              runtime_env=casa_runtime_env(),
+                              memory=_gb(cfg.ray.assembly_memory_gb)
+                              ).remote(ms, out_dir, cfg, obs_id, cal)
+
+
 def submit_conversion(obs_id: str, plan, todo, store: str, out_ms: str, cfg: Config):
     """Submit one task per subband still to do, then the assembly; returns its ref."""
     refs = []

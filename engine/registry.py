@@ -18,7 +18,7 @@ import sqlite_utils
 
 from engine.errors import IllegalTransition, RegistryError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # state machines: state -> states it may move to
 OBS_STATES = {
@@ -27,7 +27,7 @@ OBS_STATES = {
     "complete": {"converting", "quarantined"},
     "converting": {"converted", "failed", "complete"},
     "converted": {"calibrating", "awaiting_calibration", "imaging", "failed"},
-    "calibrating": {"imaging", "awaiting_calibration", "failed"},
+    "calibrating": {"imaging", "awaiting_calibration", "failed", "converted"},
     "awaiting_calibration": {"imaging", "failed"},
     "imaging": {"imaged", "failed", "converted"},
     "imaged": {"mosaicked"},
@@ -90,7 +90,14 @@ def _v2(db: sqlite_utils.Database):
     db["observations"].add_column("calibration_applied", str)
 
 
-MIGRATIONS = {1: _v1, 2: _v2}
+def _v3(db: sqlite_utils.Database):
+    db["observations"].add_column("calibrator", str)
+    db["observations"].add_column("transit_mjd", float)
+    db["caltables"].add_column("size", int)
+    db["caltables"].create_index(["valid_from_mjd", "valid_to_mjd"])
+
+
+MIGRATIONS = {1: _v1, 2: _v2, 3: _v3}
 
 
 class Registry:
@@ -212,6 +219,39 @@ class Registry:
         with self.write():
             self.db.execute("UPDATE observations SET lease_owner = NULL, lease_expires_at = NULL "
                             "WHERE obs_id = ? AND lease_owner = ?", [obs_id, owner])
+
+    # --- calibration tables ---------------------------------------------------------------
+    def register_caltables(self, manifest: dict, dec_rad: float):
+        """Record a calibration set (bandpass + gains) with its validity windows (MJD)."""
+        with self.write():
+            for kind, t in manifest["tables"].items():
+                cid = f"{manifest['obs_id']}:{kind}"
+                self.db["caltables"].upsert({
+                    "caltable_id": cid, "obs_id": manifest["obs_id"], "kind": kind,
+                    "path": t["path"], "calibrator": manifest["calibrator"],
+                    "transit_mjd": manifest["transit_mjd"],
+                    "valid_from_mjd": t["valid_from_mjd"], "valid_to_mjd": t["valid_to_mjd"],
+                    "dec_rad": dec_rad, "qa": json.dumps(manifest["qa"]),
+                    "sha256": t["sha256"], "size": t["size"]}, pk="caltable_id")
+                self.event("caltables", cid, None, "registered")
+
+    def valid_caltables(self, mjd: float, dec_rad: float, *, dec_tol_rad: float = 0.02
+                        ) -> dict | None:
+        """Bandpass and gain tables valid at observation time ``mjd`` (nearest transit).
+
+        Validity is decided by observation time only: ``valid_from_mjd <= mjd <=
+        valid_to_mjd`` at the same pointing declination. Returns ``{kind: row}`` with both
+        kinds, or None.
+        """
+        out = {}
+        for kind in ("bandpass", "gains"):
+            rows = list(self.db["caltables"].rows_where(
+                "kind = ? AND valid_from_mjd <= ? AND valid_to_mjd >= ? AND "
+                "abs(dec_rad - ?) < ?", [kind, mjd, mjd, dec_rad, dec_tol_rad]))
+            if not rows:
+                return None
+            out[kind] = min(rows, key=lambda r: abs(r["transit_mjd"] - mjd))
+        return out
 
     def counts(self, table: str) -> dict:
         return {s: n for s, n in self.db.execute(

@@ -1,8 +1,13 @@
-"""The driver: discovery, oldest-first leasing, Ray conversion and imaging, publishing.
+"""The driver: discovery, oldest-first leasing, Ray conversion, calibration and imaging.
 
 Only this process writes the registry. Tasks return manifests; a step is recorded as done
 only after its manifest has been checked against the disk. Observations are taken in
 OBSERVATION-time order (:meth:`Registry.acquire_next`), never in scan or arrival order.
+
+Calibration comes first: an observation that holds a calibrator transit is converted with
+the calibrator at its phase centre and solved; any observation without valid tables waits
+in ``awaiting_calibration`` (unless ``image.require_calibration`` is false) and is imaged
+as soon as a set valid at its mid-time (observation MJD) is registered.
 """
 
 from __future__ import annotations
@@ -10,22 +15,28 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import ray
 
 from engine import discover, raytasks
-from engine.config import Config
+from engine.calibrate import find_transit
+from engine.config import Config, load
 from engine.convert import plan_observation, prepare_store
-from engine.errors import EngineError, IllegalTransition
+from engine.errors import EngineError, IllegalTransition, StaleProductError
 from engine.paths import confine, verify
 from engine.publish import register_image, validate_and_publish
 from engine.registry import Registry
+from engine.telescope import Telescope
 
 log = logging.getLogger(__name__)
+
+JD_TO_MJD = 2400000.5
 
 
 @dataclass
@@ -47,162 +58,289 @@ class Areas:
 @dataclass
 class RunSummary:
     converted: list = field(default_factory=list)
+    calibrated: list = field(default_factory=list)
     imaged: list = field(default_factory=list)
     published: list = field(default_factory=list)
+    waiting: list = field(default_factory=list)
     failed: dict = field(default_factory=dict)
     order: list = field(default_factory=list)  # obs_ids in the order they were taken
 
 
-def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+class Driver:
+    """One driver process over one registry."""
+
+    def __init__(self, cfg: Config, base: Path):
+        self.cfg = cfg
+        self.areas = Areas.from_config(cfg, base)
+        self.reg = Registry(self.areas.registry)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.tel = Telescope(cfg)
+        self.inflight: dict = {}  # ObjectRef -> (obs_id, step)
+        self.summary = RunSummary()
+
+    # --- bookkeeping ----------------------------------------------------------------------
+    def recover(self):
+        """After a driver crash: take back work whose driver is gone, keep verified outputs.
+
+        A lease is abandoned when it expired, or when its owner ran on this host and that
+        process no longer exists (a killed driver). Conversion restarts from the verified
+        subband blocks in stage; calibration and imaging restart from the converted MS.
+        """
+        now = time.time()
+        back = {"converting": "complete", "calibrating": "converted", "imaging": "converted"}
+        for obs in self.reg.db["observations"].rows_where(
+                "state IN ('converting', 'calibrating', 'imaging')"):
+            if not _lease_abandoned(obs, now):
+                continue
+            self.reg.transition("observations", obs["obs_id"], back[obs["state"]],
+                                lease_owner=None,
+                                error=f"driver restarted during {obs['state']}")
+
+    def fail(self, obs_id: str, err: str):
+        log.error("observation %s failed: %s", obs_id, err)
+        try:
+            row = self.reg.get("observations", obs_id)
+            self.reg.transition("observations", obs_id, "failed", error=err[:2000],
+                                attempts=(row["attempts"] or 0) + 1, lease_owner=None)
+        except IllegalTransition as exc:
+            log.error("%s", exc)
+        self.summary.failed[obs_id] = err
+
+    def active(self) -> set:
+        return {o for o, _ in self.inflight.values()}
+
+    # --- the loop -------------------------------------------------------------------------
+    def run(self, *, once: bool = True, poll_s: float = 2.0, max_wall_s: float | None = None
+            ) -> RunSummary:
+        log.info("Ray resources: %s", raytasks.init(self.cfg))
+        self.recover()
+        t_start = time.time()
+        try:
+            while True:
+                discover.scan(self.cfg, self.reg, self.areas.incoming)
+                self.release_waiting()
+                self.fill()
+                if not self.inflight:
+                    if once or (max_wall_s is not None and time.time() - t_start > max_wall_s):
+                        break
+                    time.sleep(poll_s)
+                    continue
+                done, _ = ray.wait(list(self.inflight), num_returns=1, timeout=poll_s)
+                for ref in done:
+                    obs_id, step = self.inflight.pop(ref)
+                    self.complete(ref, obs_id, step)
+        finally:
+            self.summary.waiting = [r["obs_id"] for r in self.reg.db["observations"].rows_where(
+                "state = 'awaiting_calibration'", order_by="start_jd")]
+            self.reg.close()
+        return self.summary
+
+    def fill(self):
+        """Lease observations, oldest first, while fewer than max_obs_in_flight are active."""
+        while len(self.active()) < self.cfg.ray.max_obs_in_flight:
+            obs = (self.reg.acquire_next(self.owner, states=("converted",))
+                   or self.reg.acquire_next(self.owner))
+            if obs is None:
+                return
+            obs_id = obs["obs_id"]
+            try:
+                if obs["state"] == "converted":
+                    self.after_conversion(obs)
+                else:
+                    self.summary.order.append(obs_id)
+                    self.start_conversion(obs)
+            except EngineError as exc:
+                self.fail(obs_id, str(exc))
+
+    # --- steps ----------------------------------------------------------------------------
+    def start_conversion(self, obs: dict):
+        cfg, obs_id = self.cfg, obs["obs_id"]
+        self.reg.transition("observations", obs_id, "converting", expect="complete",
+                            lease_owner=self.owner)
+        files = [r["path"] for r in self.reg.db["files"].rows_where(
+            "obs_id = ? AND status = 'ok'", [obs_id], order_by="subband")]
+        for f in files:  # never trust a stored path: it must still be there, in incoming
+            confine(f, self.areas.incoming)
+            if not Path(f).exists():
+                raise StaleProductError(f"{f}: registered file is missing on disk")
+        plan = plan_observation(obs_id, files, cfg)
+        ocfg = cfg
+        if cfg.calibrate.enabled:
+            hit = find_transit(obs["start_jd"], obs["end_jd"], obs["dec_rad"],
+                               self.tel.location, cfg)
+            if hit is not None:
+                cal, t_jd = hit
+                log.info("%s holds the transit of %s at MJD %.5f", obs_id, cal.name,
+                         t_jd - JD_TO_MJD)
+                with self.reg.write():
+                    self.reg.db["observations"].update(obs_id, {
+                        "calibrator": cal.name, "transit_mjd": t_jd - JD_TO_MJD})
+                ocfg = load(None, {**cfg.as_flat(), "convert.phasing": "single",
+                                   "convert.single_ra_deg": float(np.rad2deg(cal.ra_rad)),
+                                   "convert.single_dec_deg": float(np.rad2deg(cal.dec_rad))})
+        store = confine(f"{obs_id}/{obs_id}.zarr", self.areas.stage)
+        store.parent.mkdir(parents=True, exist_ok=True)
+        todo = prepare_store(store, plan, ocfg)
+        ms = confine(f"{obs_id}/{obs_id}.ms", self.areas.stage)
+        ref = raytasks.submit_conversion(obs_id, plan, todo, str(store), str(ms), ocfg)
+        self.inflight[ref] = (obs_id, "convert")
+
+    def verified_ms(self, obs: dict) -> Path:
+        """The observation's MS, checked against its conversion manifest before use.
+
+        CASA writes MODEL_DATA/CORRECTED_DATA into the MS in place; once that has been
+        recorded (``in_place``), the check is that the MS is still there, in stage.
+        """
+        m = json.loads(obs["manifest"])
+        if m.get("in_place"):
+            p = confine(m["ms_path"], self.areas.stage)
+            if not (p / "table.dat").exists():
+                raise StaleProductError(f"{p}: recorded MS is missing on disk")
+            return p
+        return verify(m["ms_path"], sha256=m["sha256"], size=m["size"], root=self.areas.stage)
+
+    def mark_in_place(self, obs: dict, why: str):
+        m = json.loads(obs["manifest"])
+        m["in_place"] = why
+        with self.reg.write():
+            self.reg.db["observations"].update(obs["obs_id"], {"manifest": json.dumps(m)})
+
+    def after_conversion(self, obs: dict):
+        """Calibrate if the observation holds a transit; else image or wait for tables."""
+        obs_id = obs["obs_id"]
+        if self.cfg.calibrate.enabled and obs["calibrator"]:
+            from engine import calibrators
+
+            ms = self.verified_ms(obs)
+            cal = calibrators.get(obs["calibrator"])
+            self.mark_in_place(obs, "MODEL_DATA/CORRECTED_DATA written by CASA")
+            self.reg.transition("observations", obs_id, "calibrating", expect="converted",
+                                lease_owner=self.owner)
+            out = confine(f"{obs_id}/caltables", self.areas.stage)
+            ref = raytasks.submit_calibration(obs_id, str(ms), str(out), self.cfg, {
+                "name": cal.name, "ra_rad": cal.ra_rad, "dec_rad": cal.dec_rad,
+                "flux_jy": cal.flux_jy, "spectral_index": cal.spectral_index,
+                "transit_jd": obs["transit_mjd"] + JD_TO_MJD})
+            self.inflight[ref] = (obs_id, "calibrate")
+            return
+        self.route_to_imaging(obs, from_state="converted")
+
+    def caltables_for(self, obs: dict) -> list | None:
+        if not self.cfg.calibrate.enabled:
+            return []
+        mid = 0.5 * (obs["start_jd"] + obs["end_jd"]) - JD_TO_MJD
+        sets = self.reg.valid_caltables(mid, obs["dec_rad"])
+        if sets is None:
+            return None if self.cfg.image.require_calibration else []
+        paths = []
+        for kind in ("bandpass", "gains"):
+            t = sets[kind]
+            verify(t["path"], sha256=t["sha256"], size=t["size"], root=self.areas.stage)
+            paths.append(t["path"])
+        return paths
+
+    def route_to_imaging(self, obs: dict, *, from_state: str):
+        obs_id = obs["obs_id"]
+        tables = self.caltables_for(obs)
+        if tables is None:
+            if from_state != "awaiting_calibration":
+                self.reg.transition("observations", obs_id, "awaiting_calibration",
+                                    expect=from_state)
+                self.reg.release(obs_id, self.owner)
+                log.info("%s waits for calibration valid at its observation time", obs_id)
+            return
+        ms = self.verified_ms(obs)
+        if tables:
+            self.mark_in_place(obs, "CORRECTED_DATA written by applycal")
+        self.reg.transition("observations", obs_id, "imaging", expect=from_state,
+                            calibration_applied=json.dumps(tables), lease_owner=self.owner)
+        out_dir = confine(f"{obs_id}/image", self.areas.stage)
+        ref = raytasks.submit_image(obs_id, str(ms), str(out_dir), self.cfg, tables)
+        self.inflight[ref] = (obs_id, "image")
+
+    def release_waiting(self):
+        """Image waiting observations for which valid tables now exist (oldest first)."""
+        for obs in self.reg.db["observations"].rows_where(
+                "state = 'awaiting_calibration'", order_by="start_jd"):
+            if obs["obs_id"] in self.active():
+                continue
+            try:
+                if self.caltables_for(obs) is not None:
+                    self.route_to_imaging(obs, from_state="awaiting_calibration")
+            except EngineError as exc:
+                self.fail(obs["obs_id"], f"image: {exc}")
+
+    def complete(self, ref, obs_id: str, step: str):
+        try:
+            manifest = ray.get(ref)
+        except ray.exceptions.RayError as exc:
+            cause = getattr(exc, "cause", None) or exc
+            self.fail(obs_id, f"{step}: {cause}")
+            return
+        try:
+            getattr(self, f"done_{step}")(obs_id, manifest)
+        except EngineError as exc:
+            self.fail(obs_id, f"{step}: {exc}")
+
+    def done_convert(self, obs_id: str, manifest: dict):
+        verify(manifest["ms_path"], sha256=manifest["sha256"], size=manifest["size"],
+               root=self.areas.stage)
+        lean = {k: v for k, v in manifest.items() if k != "subbands"}
+        self.reg.transition("observations", obs_id, "converted", expect="converting",
+                            ms_path=manifest["ms_path"], manifest=json.dumps(lean))
+        store = Path(manifest["ms_path"]).with_suffix(".zarr")
+        shutil.rmtree(store, ignore_errors=True)
+        self.summary.converted.append(obs_id)
+        self.after_conversion(self.reg.get("observations", obs_id))
+
+    def done_calibrate(self, obs_id: str, manifest: dict):
+        for t in manifest["tables"].values():
+            verify(t["path"], sha256=t["sha256"], size=t["size"], root=self.areas.stage)
+        obs = self.reg.get("observations", obs_id)
+        self.reg.register_caltables(manifest, obs["dec_rad"])
+        self.summary.calibrated.append(obs_id)
+        log.info("%s: calibration registered (%s, QA %s)", obs_id, manifest["calibrator"],
+                 manifest["qa"])
+        self.route_to_imaging(obs, from_state="calibrating")
+        self.release_waiting()
+
+    def done_image(self, obs_id: str, manifest: dict):
+        data_id = register_image(self.reg, manifest, self.areas.stage)
+        self.reg.transition("observations", obs_id, "imaged", expect="imaging",
+                            image_path=manifest["files"]["image"]["path"])
+        self.summary.imaged.append(obs_id)
+        self.reg.release(obs_id, self.owner)
+        try:
+            row = validate_and_publish(self.reg, self.cfg, data_id, manifest["qa"],
+                                       stage_root=self.areas.stage,
+                                       products_root=self.areas.products)
+        except EngineError as exc:  # the image is safe in stage; the reason is recorded
+            log.error("%s", exc)
+            self.summary.failed[data_id] = str(exc)
+            return
+        if row["state"] == "published":
+            self.summary.published.append(data_id)
 
 
-def recover(reg: Registry, areas: Areas):
-    """After a driver crash: hand back work whose lease expired, keep verified outputs."""
-    now = time.time()
-    for obs in reg.db["observations"].rows_where(
-            "state IN ('converting', 'imaging') AND (lease_expires_at IS NULL OR "
-            "lease_expires_at < ?)", [now]):
-        if obs["state"] == "converting":
-            reg.transition("observations", obs["obs_id"], "complete", lease_owner=None,
-                           error="driver restarted during conversion")
-        else:
-            reg.transition("observations", obs["obs_id"], "converted", lease_owner=None)
-
-
-def _fail(reg: Registry, obs_id: str, err: str, summary: RunSummary):
-    log.error("observation %s failed: %s", obs_id, err)
+def _lease_abandoned(obs: dict, now: float) -> bool:
+    owner = obs["lease_owner"]
+    if owner is None or (obs["lease_expires_at"] or 0) < now:
+        return True
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return True
     try:
-        row = reg.get("observations", obs_id)
-        reg.transition("observations", obs_id, "failed", error=err[:2000],
-                       attempts=(row["attempts"] or 0) + 1, lease_owner=None)
-    except IllegalTransition as exc:
-        log.error("%s", exc)
-    summary.failed[obs_id] = err
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def run(cfg: Config, base: Path, *, once: bool = True, poll_s: float = 2.0,
         max_wall_s: float | None = None) -> RunSummary:
-    """Process everything in the incoming folder.
-
-    With ``once`` the driver returns when no work is left; otherwise it keeps polling
-    (``poll_s``) for new files until ``max_wall_s``.
-    """
-    areas = Areas.from_config(cfg, base)
-    reg = Registry(areas.registry)
-    owner = _owner()
-    resources = raytasks.init(cfg)
-    log.info("Ray resources: %s", resources)
-    recover(reg, areas)
-    summary = RunSummary()
-    inflight: dict = {}  # ref -> (obs_id, step)
-    t_start = time.time()
-    try:
-        while True:
-            discover.scan(cfg, reg, areas.incoming)
-            _fill_pipeline(cfg, reg, areas, owner, inflight, summary)
-            if not inflight:
-                if once:
-                    break
-                if max_wall_s is not None and time.time() - t_start > max_wall_s:
-                    break
-                time.sleep(poll_s)
-                continue
-            done, _ = ray.wait(list(inflight), num_returns=1, timeout=poll_s)
-            for ref in done:
-                obs_id, step = inflight.pop(ref)
-                _complete(cfg, reg, areas, owner, ref, obs_id, step, inflight, summary)
-    finally:
-        reg.close()
-    return summary
-
-
-def _fill_pipeline(cfg, reg, areas, owner, inflight, summary):
-    """Lease observations, oldest first, while fewer than max_obs_in_flight are active."""
-    while len({o for o, _ in inflight.values()}) < cfg.ray.max_obs_in_flight:
-        # observations whose MS exists wait for imaging first (finish before starting new)
-        obs = reg.acquire_next(owner, states=("converted",)) or reg.acquire_next(owner)
-        if obs is None:
-            return
-        obs_id = obs["obs_id"]
-        if obs["state"] == "converted":
-            try:
-                _submit_image(cfg, reg, areas, obs, inflight)
-            except EngineError as exc:  # e.g. the MS vanished: recorded, the run goes on
-                _fail(reg, obs_id, f"image: {exc}", summary)
-            continue
-        summary.order.append(obs_id)
-        try:
-            reg.transition("observations", obs_id, "converting", expect="complete",
-                           lease_owner=owner)
-            files = [r["path"] for r in reg.db["files"].rows_where(
-                "obs_id = ? AND status = 'ok'", [obs_id], order_by="subband")]
-            for f in files:
-                confine(f, areas.incoming)
-                if not Path(f).exists():
-                    raise EngineError(f"{f}: registered file is missing on disk")
-            plan = plan_observation(obs_id, files, cfg)
-            store = confine(f"{obs_id}/{obs_id}.zarr", areas.stage)
-            store.parent.mkdir(parents=True, exist_ok=True)
-            todo = prepare_store(store, plan, cfg)
-            ms = confine(f"{obs_id}/{obs_id}.ms", areas.stage)
-            ref = raytasks.submit_conversion(obs_id, plan, todo, str(store), str(ms), cfg)
-            inflight[ref] = (obs_id, "convert")
-        except EngineError as exc:
-            _fail(reg, obs_id, str(exc), summary)
-
-
-def _submit_image(cfg, reg, areas, obs, inflight):
-    obs_id = obs["obs_id"]
-    manifest = json.loads(obs["manifest"])
-    # never trust a stored path: check it against the disk before use
-    ms = verify(manifest["ms_path"], sha256=manifest["sha256"], size=manifest["size"],
-                root=areas.stage)
-    reg.transition("observations", obs_id, "imaging", expect="converted")
-    out_dir = confine(f"{obs_id}/image", areas.stage)
-    ref = raytasks.submit_image(obs_id, str(ms), str(out_dir), cfg)
-    inflight[ref] = (obs_id, "image")
-
-
-def _complete(cfg, reg, areas, owner, ref, obs_id, step, inflight, summary):
-    try:
-        manifest = ray.get(ref)
-    except (ray.exceptions.RayTaskError, ray.exceptions.RayError) as exc:
-        cause = getattr(exc, "cause", None) or exc
-        _fail(reg, obs_id, f"{step}: {cause}", summary)
-        return
-    try:
-        if step == "convert":
-            verify(manifest["ms_path"], sha256=manifest["sha256"], size=manifest["size"],
-                   root=areas.stage)
-            lean = {k: v for k, v in manifest.items() if k != "subbands"}
-            reg.transition("observations", obs_id, "converted", expect="converting",
-                           ms_path=manifest["ms_path"], manifest=json.dumps(lean))
-            store = Path(manifest["ms_path"]).with_suffix(".zarr")
-            if store.exists():
-                import shutil
-
-                shutil.rmtree(store)
-            summary.converted.append(obs_id)
-            if cfg.image.require_calibration:
-                reg.transition("observations", obs_id, "awaiting_calibration")
-                reg.release(obs_id, owner)
-                return
-            _submit_image(cfg, reg, areas, reg.get("observations", obs_id), inflight)
-        elif step == "image":
-            data_id = register_image(reg, manifest, areas.stage)
-            reg.transition("observations", obs_id, "imaged", expect="imaging",
-                           image_path=manifest["files"]["image"]["path"])
-            summary.imaged.append(obs_id)
-            reg.release(obs_id, owner)
-            try:
-                row = validate_and_publish(reg, cfg, data_id, manifest["qa"],
-                                           stage_root=areas.stage, products_root=areas.products)
-            except EngineError as exc:  # the image is safe in stage; the reason is recorded
-                log.error("%s", exc)
-                summary.failed[data_id] = str(exc)
-                return
-            if row["state"] == "published":
-                summary.published.append(data_id)
-    except EngineError as exc:
-        _fail(reg, obs_id, f"{step}: {exc}", summary)
+    """Process everything in the incoming folder (see :class:`Driver`)."""
+    return Driver(cfg, base).run(once=once, poll_s=poll_s, max_wall_s=max_wall_s)

@@ -15,8 +15,7 @@ from tests.conftest import ROOT, point_source_obs
 @pytest.fixture(scope="module")
 def both(tmp_path_factory):
     d = tmp_path_factory.mktemp("vs_pyuvdata")
-    paths, cfg, src, mid = point_source_obs(d / "in", overrides={"sim.nsources": 0,
-                                                                "sim.ntimes": 4})
+    paths, cfg, src, mid = point_source_obs(d / "in", overrides={"sim.ntimes": 4})
     c = config.load(None, {"convert.phasing": "single"})
     eng = convert_local(paths, str(d / "engine.ms"), c)
     with tables.table(eng["ms_path"] + "/FIELD", ack=False) as t:

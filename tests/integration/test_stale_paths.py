@@ -35,8 +35,9 @@ def converted_obs(one_obs, tmp_path):
 def test_deleted_ms_is_caught_before_use(converted_obs):
     cfg, areas, reg, oid, ms = converted_obs
     shutil.rmtree(ms)
+    driver = scheduler.Driver(cfg, areas.stage.parent)
     with pytest.raises(StaleProductError, match="missing"):
-        scheduler._submit_image(cfg, reg, areas, reg.get("observations", oid), {})
+        driver.verified_ms(reg.get("observations", oid))
     assert reg.get("observations", oid)["state"] == "converted"  # nothing recorded as done
 
 
@@ -44,8 +45,9 @@ def test_modified_ms_is_caught_before_use(converted_obs):
     cfg, areas, reg, oid, ms = converted_obs
     with open(ms / "table.f0", "ab") as fh:
         fh.write(b"x")
+    driver = scheduler.Driver(cfg, areas.stage.parent)
     with pytest.raises(StaleProductError, match="differs from manifest"):
-        scheduler._submit_image(cfg, reg, areas, reg.get("observations", oid), {})
+        driver.verified_ms(reg.get("observations", oid))
 
 
 def test_reconcile_reports_and_repairs(converted_obs, capsys):

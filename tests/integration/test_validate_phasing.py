@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from casacore import tables
 
-from engine import config
 from engine.convert import convert_local
 from engine.errors import ObservationError
 from engine.msio import read_geometry
