@@ -50,6 +50,14 @@ def find_transit(start_jd: float, end_jd: float, dec_app_rad: float, location, c
     return best
 
 
+def antennas_with_data(ct, ms: str) -> np.ndarray:
+    tb = ct.table()
+    tb.open(ms)
+    used = np.unique(np.concatenate([tb.getcol("ANTENNA1"), tb.getcol("ANTENNA2")]))
+    tb.close()
+    return used
+
+
 def pick_refant(ct, ms: str, wanted: str) -> str:
     """The configured reference antenna, or the data antenna nearest the array centre."""
     tb = ct.table()
@@ -61,18 +69,18 @@ def pick_refant(ct, ms: str, wanted: str) -> str:
         if wanted not in names:
             raise CasaTaskError(f"{ms}: reference antenna {wanted} has no data row")
         return wanted
-    tb.open(ms)
-    used = np.unique(np.concatenate([tb.getcol("ANTENNA1"), tb.getcol("ANTENNA2")]))
-    tb.close()
+    used = antennas_with_data(ct, ms)
     centre = pos[used].mean(axis=0)
     return names[int(used[np.argmin(np.linalg.norm(pos[used] - centre, axis=1))])]
 
 
-def _table_qa(ct, path: str) -> dict:
+def _table_qa(ct, path: str, used) -> dict:
+    """Flagged fraction and median SNR over the antennas that have data."""
     tb = ct.table()
     tb.open(path)
-    flags = tb.getcol("FLAG")
-    snr = tb.getcol("SNR")
+    keep = np.isin(tb.getcol("ANTENNA1"), used)
+    flags = tb.getcol("FLAG")[..., keep]
+    snr = tb.getcol("SNR")[..., keep]
     tb.close()
     good = snr[~flags]
     return {"flagged_fraction": float(flags.mean()),
@@ -123,7 +131,9 @@ def solve(ms: str, out_dir: str, cfg: Config, *, obs_id: str, cal: dict) -> dict
     for t in (bp, g):
         if not Path(t).exists():
             raise CasaTaskError(f"calibration of {ms} wrote no {Path(t).name}")
-    qa = {"bandpass": _table_qa(ct, bp), "gains": _table_qa(ct, g), "refant": refant,
+    used = antennas_with_data(ct, ms)
+    qa = {"bandpass": _table_qa(ct, bp, used), "gains": _table_qa(ct, g, used),
+          "refant": refant,
           "solve_s": time.perf_counter() - t0}
     shutil.rmtree(cl_path, ignore_errors=True)
     shutil.rmtree(out_dir, ignore_errors=True)

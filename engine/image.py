@@ -124,29 +124,34 @@ def image_observation(ms: str, out_dir: str, cfg: Config, *, obs_id: str,
     phasecenter = f"J2000 {mid[0]}rad {mid[1]}rad"
     base = str(work / "img")
     common = dict(vis=ms, imagename=base, imsize=imsize, cell=f"{cell}arcsec",
-                  phasecenter=phasecenter, specmode="mfs", gridder="standard",
+                  phasecenter=phasecenter, specmode="mfs", gridder=cfg.image.gridder,
+                  wprojplanes=cfg.image.wprojplanes,
                   weighting=cfg.image.weighting, robust=cfg.image.robust, pblimit=-1.0,
-                  datacolumn="corrected" if caltables else "data")
+                  datacolumn="corrected" if caltables else "data",
+                  deconvolver="mtmfs" if cfg.image.nterms > 1 else "hogbom",
+                  nterms=cfg.image.nterms)
+    tt = ".tt0" if cfg.image.nterms > 1 else ""
     cwd = os.getcwd()
     os.chdir(work)  # CASA drops helper files in the working directory
     try:
         casatasks.tclean(**common, niter=0)
         ia = ct.image()
-        ia.open(base + ".residual")
+        ia.open(base + ".residual" + tt)
         rms = _mad_rms(ia.getchunk())
         ia.close()
         if cfg.image.niter > 0:
-            casatasks.tclean(**common, niter=cfg.image.niter,
-                             threshold=f"{cfg.image.threshold_sigma * rms}Jy", calcpsf=False,
-                             calcres=False, restart=True)
+            thr = cfg.image.threshold_jy or cfg.image.threshold_sigma * rms
+            casatasks.tclean(**common, niter=cfg.image.niter, threshold=f"{thr}Jy",
+                             calcpsf=False, calcres=False, restart=True)
     except RuntimeError as exc:
         raise CasaTaskError(f"tclean on {ms}: {exc}") from None
     finally:
         os.chdir(cwd)
-    if not Path(base + ".image").exists():
+    if not Path(base + ".image" + tt).exists():
         raise CasaTaskError(f"tclean on {ms} wrote no image")
     fits_path = work / f"{obs_id}.image.fits"
-    casatasks.exportfits(imagename=base + ".image", fitsimage=str(fits_path), overwrite=True)
+    casatasks.exportfits(imagename=base + ".image" + tt, fitsimage=str(fits_path),
+                         overwrite=True)
     with fits.open(fits_path, mode="update") as hdul:
         h = hdul[0].header
         data = np.squeeze(hdul[0].data)

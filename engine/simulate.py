@@ -96,8 +96,8 @@ def obs_start_times_jd(cfg: Config) -> np.ndarray:
 def make_sky(cfg: Config, tel: Telescope, *, calibrators=None) -> Sky:
     """A fixed random sky covering the whole run's meridian track, plus calibrators.
 
-    Sources fill the primary beam (|offset| < 1.2 deg from the pointing dec) over the RA
-    range the meridian sweeps during the run.
+    Sources fill the primary beam (|offset| < ``sim.field_radius_deg`` from the pointing
+    dec) over the RA range the meridian sweeps during the run.
     """
     rng = np.random.default_rng(cfg.sim.seed)
     starts = obs_start_times_jd(cfg)
@@ -110,7 +110,8 @@ def make_sky(cfg: Config, tel: Telescope, *, calibrators=None) -> Sky:
         ra_hi += 2 * np.pi
     n = cfg.sim.nsources * cfg.sim.nobs
     lo, hi = (float(x) for x in cfg.sim.flux_range_jy.split(","))
-    dec = dec_c.mean() + np.deg2rad(rng.uniform(-1.2, 1.2, n))
+    r = cfg.sim.field_radius_deg
+    dec = dec_c.mean() + np.deg2rad(rng.uniform(-r, r, n))
     ra = (rng.uniform(ra_lo, ra_hi, n)) % (2 * np.pi)
     flux = np.exp(rng.uniform(np.log(lo), np.log(hi), n))
     alpha = rng.normal(-0.7, 0.1, n)
