@@ -49,7 +49,8 @@ MOSAIC_STATES = {
     "failed": {"planned"},
 }
 MACHINES = {"observations": OBS_STATES, "products": PRODUCT_STATES, "mosaics": MOSAIC_STATES}
-KEYS = {"observations": "obs_id", "products": "data_id", "mosaics": "mosaic_id"}
+KEYS = {"observations": "obs_id", "products": "data_id", "mosaics": "mosaic_id",
+        "images": "obs_id", "caltables": "caltable_id", "files": "path"}
 
 
 def _v1(db: sqlite_utils.Database):

@@ -6,6 +6,7 @@ import sqlite3
 
 import pytest
 import ray
+from astropy.io import fits
 
 from engine import config, scheduler, simulate
 from engine.registry import Registry
@@ -81,3 +82,36 @@ def test_status_json(run_dir, capsys):
                  "status", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["observations"]["imaged"] == 2 and out["products"]["published"] == 2
+
+
+@pytest.fixture(scope="module")
+def cal_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("calflow")
+    cfg = config.load(config.CONFIG_DIR / "ci.toml", {
+        "sim.nobs": 3, "sim.nants": 12, "sim.calibrator": "3C286", "sim.transit_obs": 1,
+        "image.require_calibration": True, "image.max_imsize": 256, "image.niter": 50,
+        "image.nterms": 1, "image.gridder": "standard"})
+    simulate.simulate_run(cfg, base / "incoming")
+    if ray.is_initialized():
+        ray.shutdown()
+    summary = scheduler.run(cfg, base)
+    ray.shutdown()
+    return base, summary
+
+
+def test_calibration_comes_first(cal_run):
+    base, summary = cal_run
+    reg = Registry(base / "registry.sqlite")
+    obs = sorted(reg.db["observations"].rows, key=lambda r: r["start_jd"])
+    assert [o["calibrator"] for o in obs] == [None, "3C286", None]
+    assert summary.calibrated == [obs[1]["obs_id"]] and not summary.failed
+    # the observation before the transit waited for the tables instead of being imaged raw
+    states = [e["new"] for e in reg.events("observations", obs[0]["obs_id"])]
+    assert "awaiting_calibration" in states and states[-1] == "imaged"
+    tables = {r["kind"]: r["path"] for r in reg.db["caltables"].rows}
+    for o in obs:
+        assert o["state"] == "imaged"
+        assert json.loads(o["calibration_applied"]) == [tables["bandpass"], tables["gains"]]
+    with fits.open(reg.get("images", obs[0]["obs_id"])["path"]) as h:
+        assert obs[1]["obs_id"] in h[0].header["CALTABS"]
+        assert h[0].header["BUNIT"] == "Jy/beam" and h[0].header["BMAJ"] > 0

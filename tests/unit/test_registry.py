@@ -77,3 +77,25 @@ def test_two_processes_never_share_an_observation(tmp_path):
         p.join(60)
     assert sorted(got[0] + got[1]) == sorted(ids)
     assert not set(got[0]) & set(got[1])
+
+
+def test_caltable_validity_is_observation_time_whatever_the_clock(tmp_path, monkeypatch):
+    import time as _time
+
+    reg = Registry(tmp_path / "r.sqlite")
+    transit = 60950.86
+    reg.register_caltables({
+        "obs_id": "cal", "calibrator": "3C286", "transit_mjd": transit, "qa": {},
+        "tables": {"bandpass": {"path": "b", "sha256": "x", "size": 1,
+                                "valid_from_mjd": transit - 0.5, "valid_to_mjd": transit + 0.5},
+                   "gains": {"path": "g", "sha256": "y", "size": 1,
+                             "valid_from_mjd": transit - 1 / 24,
+                             "valid_to_mjd": transit + 1 / 24}}},
+        dec_rad=0.53)
+    # the clock a week (and a year) later changes nothing: only observation time counts
+    for offset in (0, 7 * 86400, 365 * 86400):
+        monkeypatch.setattr(_time, "time", lambda o=offset: 1.8e9 + o)
+        assert reg.valid_caltables(transit + 0.01, 0.53)["gains"]["path"] == "g"
+        assert reg.valid_caltables(transit + 7, 0.53) is None  # an observation a week later
+    assert reg.valid_caltables(transit + 2 / 24, 0.53) is None  # gains expired after 1 h
+    assert reg.valid_caltables(transit, 0.90) is None  # another declination strip
