@@ -137,6 +137,14 @@ SCHEMA: tuple[Field, ...] = (
       "absolute clean threshold (Jy); overrides threshold_sigma when > 0", minimum=0.0),
     F("image.require_calibration", bool, True,
       "observations without valid calibration wait (true) or are imaged as they are (false)"),
+    # mosaics
+    F("mosaic.size", int, 10, "observations per mosaic", minimum=1),
+    F("mosaic.overlap", int, 2, "observations shared by consecutive mosaics", minimum=0),
+    F("mosaic.max_gap_obs", float, 1.5,
+      "a start-to-start gap longer than this many observation cadences splits windows"),
+    F("mosaic.max_span_min", float, 60.0, "a mosaic spans less than this (minutes)"),
+    F("mosaic.min_weight_frac", float, 0.05,
+      "blank mosaic pixels whose sum(w B^2) is below this fraction of its maximum"),
     # publishing
     F("publish.max_attempts", int, 3, "attempts to move a product into products/", minimum=1),
     F("publish.min_dynamic_range", float, 3.0, "QA: peak / rms below this rejects an image"),
@@ -247,6 +255,9 @@ def _check_consistency(cfg: Config) -> None:
                           "with 0 < min <= max") from None
     if not -90 <= cfg.sim.dec_deg <= 90:
         raise ConfigError(f"sim.dec_deg = {cfg.sim.dec_deg} is not a declination")
+    if cfg.mosaic.overlap >= cfg.mosaic.size:
+        raise ConfigError(f"mosaic.overlap = {cfg.mosaic.overlap} must be below mosaic.size = "
+                          f"{cfg.mosaic.size}")
     if cfg.band.channel_width_hz == 0:
         raise ConfigError("band.channel_width_hz must not be 0")
 

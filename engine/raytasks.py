@@ -79,6 +79,19 @@ def _calibrate(ms, out_dir, cfg, obs_id, cal):
     return solve(ms, out_dir, cfg, obs_id=obs_id, cal=cal)
 
 
+@ray.remote(num_cpus=1, max_retries=1, retry_exceptions=[TransientError])
+def _mosaic(members, out_dir, cfg, mosaic_id):
+    from engine.mosaic import make_mosaic
+
+    return make_mosaic(members, out_dir, cfg, mosaic_id=mosaic_id)
+
+
+def submit_mosaic(mosaic_id: str, members: list, out_dir: str, cfg: Config):
+    return _mosaic.options(name=f"mosaic[{mosaic_id}]", runtime_env=CONVERT_ENV,
+                           memory=_gb(cfg.ray.assembly_memory_gb)
+                           ).remote(members, out_dir, cfg, mosaic_id)
+
+
 def submit_calibration(obs_id: str, ms: str, out_dir: str, cfg: Config, cal: dict):
     return _calibrate.options(name=f"calibrate[{obs_id} {cal['name']}]",
                               runtime_env=casa_runtime_env(),

@@ -18,7 +18,7 @@ import sqlite_utils
 
 from engine.errors import IllegalTransition, RegistryError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # state machines: state -> states it may move to
 OBS_STATES = {
@@ -98,7 +98,13 @@ def _v3(db: sqlite_utils.Database):
     db["caltables"].create_index(["valid_from_mjd", "valid_to_mjd"])
 
 
-MIGRATIONS = {1: _v1, 2: _v2, 3: _v3}
+def _v4(db: sqlite_utils.Database):
+    db["images"].add_column("pb_sha256", str)
+    db["images"].add_column("pb_size", int)
+    db["mosaics"].add_column("manifest", str)
+
+
+MIGRATIONS = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
 
 
 class Registry:

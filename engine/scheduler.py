@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from engine import discover, raytasks
+from engine import discover, raytasks, windows
 from engine.calibrate import find_transit
 from engine.config import Config, load
 from engine.convert import plan_observation, prepare_store
 from engine.errors import EngineError, IllegalTransition, StaleProductError
 from engine.paths import confine, verify
-from engine.publish import register_image, validate_and_publish
+from engine.publish import register_image, register_mosaic, validate_and_publish
 from engine.registry import Registry
 from engine.telescope import Telescope
 
@@ -61,6 +61,7 @@ class RunSummary:
     calibrated: list = field(default_factory=list)
     imaged: list = field(default_factory=list)
     published: list = field(default_factory=list)
+    mosaics: list = field(default_factory=list)
     waiting: list = field(default_factory=list)
     failed: dict = field(default_factory=dict)
     order: list = field(default_factory=list)  # obs_ids in the order they were taken
@@ -75,7 +76,7 @@ class Driver:
         self.reg = Registry(self.areas.registry)
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.tel = Telescope(cfg)
-        self.inflight: dict = {}  # ObjectRef -> (obs_id, step)
+        self.inflight: dict = {}  # ObjectRef -> (obs_id or mosaic_id, step)
         self.summary = RunSummary()
 
     # --- bookkeeping ----------------------------------------------------------------------
@@ -95,6 +96,9 @@ class Driver:
             self.reg.transition("observations", obs["obs_id"], back[obs["state"]],
                                 lease_owner=None,
                                 error=f"driver restarted during {obs['state']}")
+        for mos in self.reg.db["mosaics"].rows_where("state = 'mosaicking'"):
+            self.reg.transition("mosaics", mos["mosaic_id"], "planned",
+                                error="driver restarted during mosaicking")
 
     def fail(self, obs_id: str, err: str):
         log.error("observation %s failed: %s", obs_id, err)
@@ -107,7 +111,8 @@ class Driver:
         self.summary.failed[obs_id] = err
 
     def active(self) -> set:
-        return {o for o, _ in self.inflight.values()}
+        """Observations with a task in flight (mosaic tasks do not count)."""
+        return {o for o, step in self.inflight.values() if step != "mosaic"}
 
     # --- the loop -------------------------------------------------------------------------
     def run(self, *, once: bool = True, poll_s: float = 2.0, max_wall_s: float | None = None
@@ -120,6 +125,7 @@ class Driver:
                 discover.scan(self.cfg, self.reg, self.areas.incoming)
                 self.release_waiting()
                 self.fill()
+                self.release_mosaics()
                 if not self.inflight:
                     if once or (max_wall_s is not None and time.time() - t_start > max_wall_s):
                         break
@@ -270,17 +276,89 @@ class Driver:
             except EngineError as exc:
                 self.fail(obs["obs_id"], f"image: {exc}")
 
+    # --- mosaics ---------------------------------------------------------------------------
+    def release_mosaics(self):
+        """Hand each ready window to a mosaic task, after checking every member on disk.
+
+        Ready means all members' image tasks resolved and were recorded (state imaged or
+        mosaicked); each member's image and primary beam must then match their manifests
+        (exists, size, sha256) and open as FITS. A window with a member that fails the
+        check is recorded as failed with the reason instead of being released.
+        """
+        m = self.cfg.mosaic
+        rows = list(self.reg.db["observations"].rows_where(
+            select="obs_id, start_jd, end_jd, dec_rad, state"))
+        busy = {k for k, step in self.inflight.values() if step == "mosaic"}
+        for win, members in windows.plan(rows, size=m.size, overlap=m.overlap,
+                                         max_gap_obs=m.max_gap_obs,
+                                         max_span_min=m.max_span_min):
+            row = self.reg.get("mosaics", win.mosaic_id)
+            if win.mosaic_id in busy or (row and row["state"] != "planned") \
+                    or not windows.ready(members):
+                continue
+            if row is None:
+                with self.reg.write():
+                    self.reg.db["mosaics"].insert({
+                        "mosaic_id": win.mosaic_id, "members": json.dumps(win.members),
+                        "dec_rad": win.dec_rad, "start_jd": win.start_jd,
+                        "end_jd": win.end_jd, "state": "planned", "updated_at": time.time()})
+                    self.reg.event("mosaics", win.mosaic_id, None, "planned")
+            try:
+                inputs = [self.verified_member(o) for o in win.members]
+            except EngineError as exc:
+                self.reg.transition("mosaics", win.mosaic_id, "failed",
+                                    error=f"not released: {exc}")
+                self.summary.failed[win.mosaic_id] = str(exc)
+                log.error("mosaic %s not released: %s", win.mosaic_id, exc)
+                continue
+            self.reg.transition("mosaics", win.mosaic_id, "mosaicking")
+            out = confine(f"mosaics/{win.mosaic_id}", self.areas.stage)
+            ref = raytasks.submit_mosaic(win.mosaic_id, inputs, str(out), self.cfg)
+            self.inflight[ref] = (win.mosaic_id, "mosaic")
+
+    def verified_member(self, obs_id: str) -> dict:
+        img = self.reg.get("images", obs_id)
+        if img is None:
+            raise StaleProductError(f"{obs_id}: no image recorded")
+        root = (self.areas.products if Path(img["path"]).resolve().is_relative_to(
+            self.areas.products.resolve()) else self.areas.stage)
+        p = verify(img["path"], sha256=img["sha256"], size=img["size"], root=root)
+        pb = verify(img["pb_path"], sha256=img["pb_sha256"], size=img["pb_size"], root=root)
+        from astropy.io import fits
+
+        for f in (p, pb):
+            try:
+                fits.getheader(f)
+            except (OSError, ValueError) as exc:
+                raise StaleProductError(f"{f}: FITS does not open ({exc})") from None
+        return {"obs_id": obs_id, "image": str(p), "pb": str(pb),
+                "rms": json.loads(img["qa"]).get("rms_jy")}
+
+    def done_mosaic(self, mosaic_id: str, manifest: dict):
+        data_id = register_mosaic(self.reg, manifest, self.areas.stage)
+        self.reg.transition("mosaics", mosaic_id, "mosaicked", expect="mosaicking")
+        for obs_id in manifest["members"]:
+            if self.reg.get("observations", obs_id)["state"] == "imaged":
+                self.reg.transition("observations", obs_id, "mosaicked")
+        row = validate_and_publish(self.reg, self.cfg, data_id, manifest["qa"],
+                                   stage_root=self.areas.stage,
+                                   products_root=self.areas.products)
+        if row["state"] == "published":
+            self.reg.transition("mosaics", mosaic_id, "published")
+            self.summary.mosaics.append(mosaic_id)
+            self.summary.published.append(data_id)
+
     def complete(self, ref, obs_id: str, step: str):
         try:
             manifest = ray.get(ref)
-        except ray.exceptions.RayError as exc:
-            cause = getattr(exc, "cause", None) or exc
-            self.fail(obs_id, f"{step}: {cause}")
-            return
-        try:
             getattr(self, f"done_{step}")(obs_id, manifest)
-        except EngineError as exc:
-            self.fail(obs_id, f"{step}: {exc}")
+        except (ray.exceptions.RayError, EngineError) as exc:
+            cause = getattr(exc, "cause", None) or exc
+            if step == "mosaic":
+                self.reg.transition("mosaics", obs_id, "failed", error=str(cause)[:2000])
+                self.summary.failed[obs_id] = str(cause)
+            else:
+                self.fail(obs_id, f"{step}: {cause}")
 
     def done_convert(self, obs_id: str, manifest: dict):
         verify(manifest["ms_path"], sha256=manifest["sha256"], size=manifest["size"],
