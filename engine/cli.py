@@ -99,16 +99,20 @@ def _demo(cfg, workdir: Path) -> int:
     print(f"  converted to Measurement Sets: {len(summary.converted)}")
     print(f"  calibrator transits solved:    {summary.calibrated}")
     print(f"  imaged with CASA tclean:       {len(summary.imaged)}")
+    print(f"  mosaics published:             {summary.mosaics}")
     print(f"  published products:            {len(summary.published)}")
     if summary.waiting:
         print(f"  waiting for calibration valid at their observation time: {summary.waiting}")
     if summary.failed:
         print(f"  FAILED: {json.dumps(summary.failed, indent=1)}")
-    print(f"\nproducts are in {cfg.resolve_path('products', workdir)}:")
-    for p in sorted(cfg.resolve_path("products", workdir).rglob("*")):
-        if p.is_file():
-            print(f"  {p}")
-    print("not yet built: mosaics (see the open issues)")
+    products = cfg.resolve_path("products", workdir)
+    n_img = len(list(products.glob("*/*.image.fits")))
+    print(f"\nproducts are in {products}: {n_img} images (FITS image, FITS primary beam, "
+          "PNG each)")
+    for m in sorted((products / "mosaics").glob("*/*.fits")):
+        print(f"  mosaic: {m}")
+    for m in sorted((products / "mosaics").glob("*/*.png")):
+        print(f"  mosaic quick-look: {m}")
     _status(cfg, workdir, False)
     return 1 if summary.failed else 0
 
