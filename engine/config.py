@@ -143,8 +143,8 @@ SCHEMA: tuple[Field, ...] = (
     F("mosaic.max_gap_obs", float, 1.5,
       "a start-to-start gap longer than this many observation cadences splits windows"),
     F("mosaic.max_span_min", float, 60.0, "a mosaic spans less than this (minutes)"),
-    F("mosaic.min_weight_frac", float, 0.05,
-      "blank mosaic pixels whose sum(w B^2) is below this fraction of its maximum"),
+    F("mosaic.min_pb", float, 0.2,
+      "blank mosaic pixels that no member sees with at least this primary-beam response"),
     # publishing
     F("publish.max_attempts", int, 3, "attempts to move a product into products/", minimum=1),
     F("publish.min_dynamic_range", float, 3.0, "QA: peak / rms below this rejects an image"),

@@ -289,7 +289,8 @@ def compute_geometry(store: Path, plan: Plan, cfg: Config):
         ftimes = (times - JD_TO_MJD) * 86400.0
     tmp = store / "geometry.tmp.npz"
     np.savez(tmp, t=t_rows, uvw=uvw, dw=dw, a1=a1, a2=a2, field_id=field_id, fields=fields,
-             field_times=ftimes, field_names=json.dumps(names))
+             field_times=ftimes, field_names=json.dumps(names),
+             pointing=np.stack([m_ra, m_dec], axis=1), pointing_times=(times - JD_TO_MJD) * 86400)
     os.replace(tmp, store / "geometry.npz")
 
 
@@ -361,6 +362,7 @@ def assemble_ms(store: str, out_ms: str, cfg: Config) -> dict:
         geo = {k: z[k] for k in z.files}
     t_rows, uvw, a1, a2, field_id = (geo[k] for k in ("t", "uvw", "a1", "a2", "field_id"))
     fields_ra_dec, ftimes = geo["fields"], geo["field_times"]
+    pointing, pointing_times = geo["pointing"], geo["pointing_times"]
     names = json.loads(str(geo["field_names"]))
     ant_itrf = first["antenna_positions"] + first["site_itrf"]
     freqs = np.array(plan.freq_hz)
@@ -370,7 +372,8 @@ def assemble_ms(store: str, out_ms: str, cfg: Config) -> dict:
         field_id=field_id, uvw_m=uvw, freq_hz=freqs, chan_width_hz=abs(plan.chan_width_hz),
         corr_aips=first["pols"], ant_names=first["antenna_names"], ant_itrf_m=ant_itrf,
         dish_m=tel.dish_diameter_m, field_ra_dec=fields_ra_dec, field_names=names,
-        field_time_mjd_s=ftimes, telescope=cfg.site.casa_name, obs_id=plan.obs_id)
+        field_time_mjd_s=ftimes, telescope=cfg.site.casa_name, obs_id=plan.obs_id,
+        pointing_ra_dec=pointing, pointing_time_mjd_s=pointing_times)
     z_vis, z_flags = g["vis"], g["flags"]
     wsum, nvalid = g["wsum"][...].sum(axis=1), g["nvalid"][...].sum(axis=1)
     # WEIGHT: mean nsamples over unflagged channels (0 for a fully flagged row)

@@ -55,9 +55,18 @@ def _ms_geometry(ct, ms: str) -> dict:
     tb.open(f"{ms}/FIELD")
     dirs = tb.getcol("PHASE_DIR")[:, 0, :].T  # (Nfields, 2)
     tb.close()
+    tb.open(f"{ms}/POINTING")
+    if tb.nrows():
+        t = tb.getcol("TIME")
+        d = tb.getcol("DIRECTION")[:, 0, :].T
+        _, first = np.unique(t, return_index=True)
+        pointing = d[np.sort(first)]
+    else:  # an MS from elsewhere: the field centres are the best guess
+        pointing = dirs
+    tb.close()
     good = ~flag_row
     bmax = float(np.sqrt((uvw[:2, good] ** 2).sum(axis=0)).max())
-    return {"freqs": freqs, "bmax": bmax, "fields": dirs}
+    return {"freqs": freqs, "bmax": bmax, "fields": dirs, "pointing": pointing}
 
 
 def image_size(cfg: Config, geo: dict, dish_m: float) -> tuple[float, int]:
@@ -75,8 +84,8 @@ def image_size(cfg: Config, geo: dict, dish_m: float) -> tuple[float, int]:
     below = np.flatnonzero(pb < max(cfg.image.pb_level, 1e-3))
     radius = theta[below[0]] if below.size else theta[-1]
     # the drift adds the track length in RA
-    ra = np.unwrap(geo["fields"][:, 0])
-    track = (ra.max() - ra.min()) * np.cos(geo["fields"][:, 1].mean())
+    ra = np.unwrap(geo["pointing"][:, 0])
+    track = (ra.max() - ra.min()) * np.cos(geo["pointing"][:, 1].mean())
     n = (2 * radius + track) / np.deg2rad(cell / 3600)
     return cell, min(good_fft_size(n), cfg.image.max_imsize)
 
@@ -172,7 +181,7 @@ def image_observation(ms: str, out_dir: str, cfg: Config, *, obs_id: str,
             wcs = WCS(h).celestial
     yy, xx = np.mgrid[0:imsize, 0:imsize]
     sky = wcs.pixel_to_world(xx, yy)
-    pb = drift_beam(sky.ra.rad, sky.dec.rad, geo["fields"], float(np.mean(geo["freqs"])),
+    pb = drift_beam(sky.ra.rad, sky.dec.rad, geo["pointing"], float(np.mean(geo["freqs"])),
                     cfg.array.dish_diameter_m)
     pb_path = work / f"{obs_id}.pb.fits"
     hdr = wcs.to_header()
@@ -208,9 +217,15 @@ def quicklook(data, png_path, *, title, beam_arcsec, cell_arcsec):
     from matplotlib.patches import Ellipse
 
     rms = _mad_rms(data)
-    fig, ax = plt.subplots(figsize=(6, 5.4))
-    im = ax.imshow(data, origin="lower", cmap="inferno", vmin=-3 * rms,
-                   vmax=max(float(np.nanmax(data)), 5 * rms))
+    ny, nx = data.shape
+    width = 7.0 if nx <= ny else min(14.0, 4.0 + 7.0 * nx / ny)
+    fig, ax = plt.subplots(figsize=(width, 6.0))
+    # stretch to the faint sky: a bright calibrator must not hide everything else
+    top = float(np.nanmax(data)) if np.isfinite(np.nanmax(data)) else 1.0
+    vmax = min(top, max(30 * rms, float(np.nanpercentile(data, 99.9))))
+    cmap = matplotlib.colormaps["inferno"].copy()
+    cmap.set_bad("0.3")
+    im = ax.imshow(data, origin="lower", cmap=cmap, vmin=-3 * rms, vmax=vmax)
     fig.colorbar(im, ax=ax, label="Jy/beam")
     bmaj, bmin, bpa = beam_arcsec
     if np.isfinite(bmaj):

@@ -5,8 +5,8 @@ ascension averaged as a unit vector, so a window through 0 h is handled), with t
 smallest member cell and an extent covering every member image. Each image and its
 primary beam are resampled bilinearly and combined as
 ``sum(w_i B_i I_i) / sum(w_i B_i^2)`` with ``w_i = 1 / sigma_i^2`` (sigma_i the image rms);
-pixels where the summed weight ``sum(w_i B_i^2)`` falls below ``mosaic.min_weight_frac``
-of its maximum are blanked (NaN).
+pixels that no member sees with a primary-beam response of at least ``mosaic.min_pb`` are
+blanked (NaN). The weight map written beside the mosaic is ``sum(w_i B_i^2)``.
 """
 
 from __future__ import annotations
@@ -91,12 +91,11 @@ def make_mosaic(members: list[dict], out_dir: str, cfg: Config, *, mosaic_id: st
     nx, ny = grid.pixel_shape
     yy, xx = np.mgrid[0:ny, 0:nx]
     world = grid.pixel_to_world(xx.ravel(), yy.ravel())
-    num = np.zeros(nx * ny)
-    den = np.zeros(nx * ny)
+    num, den, cov = np.zeros(nx * ny), np.zeros(nx * ny), np.zeros(nx * ny)
     for img, pb, w, _, weight in loaded:
         xin, yin = w.world_to_pixel(world)
-        accumulate(num, den, img, pb, weight, np.asarray(xin), np.asarray(yin))
-    keep = den >= cfg.mosaic.min_weight_frac * den.max()
+        accumulate(num, den, cov, img, pb, weight, np.asarray(xin), np.asarray(yin))
+    keep = (cov >= cfg.mosaic.min_pb) & (den > 0)
     mosaic = np.full(nx * ny, np.nan)
     mosaic[keep] = num[keep] / den[keep]
     mosaic = mosaic.reshape(ny, nx).astype(np.float32)

@@ -42,6 +42,8 @@ class MSLayout:
     field_time_mjd_s: np.ndarray  # (Nfields,)
     telescope: str
     obs_id: str
+    pointing_ra_dec: np.ndarray  # (Ntimes, 2) J2000 radians: the dishes' pointing track
+    pointing_time_mjd_s: np.ndarray  # (Ntimes,)
 
 
 def _create(path: str, nchan: int, npol: int):
@@ -161,6 +163,19 @@ def _write_subtables(tables, path: str, L: MSLayout):
         "NUM_POLY": np.zeros(nf, np.int32), "DELAY_DIR": dirs, "PHASE_DIR": dirs,
         "REFERENCE_DIR": dirs, "SOURCE_ID": np.full(nf, -1, np.int32),
         "FLAG_ROW": np.zeros(nf, bool)})
+    # POINTING: the meridian track the dishes follow, whatever the phase centre (the
+    # primary beam of a drift scan moves with it), one row per antenna with data and time
+    ants = np.unique(np.concatenate([L.ant1, L.ant2])).astype(np.int32)
+    nt = L.pointing_time_mjd_s.size
+    interval = float(np.median(L.interval_s)) if L.interval_s.size else 0.0
+    _fill(tables, path, "POINTING", nt * ants.size, {
+        "ANTENNA_ID": np.tile(ants, nt), "TIME": np.repeat(L.pointing_time_mjd_s, ants.size),
+        "INTERVAL": np.full(nt * ants.size, interval),
+        "NAME": [""] * (nt * ants.size), "NUM_POLY": np.zeros(nt * ants.size, np.int32),
+        "TIME_ORIGIN": np.repeat(L.pointing_time_mjd_s, ants.size),
+        "DIRECTION": np.repeat(L.pointing_ra_dec, ants.size, axis=0)[:, None, :],
+        "TARGET": np.repeat(L.pointing_ra_dec, ants.size, axis=0)[:, None, :],
+        "TRACKING": np.ones(nt * ants.size, bool)})
     t0, t1 = L.time_mjd_s.min(), L.time_mjd_s.max()
     _fill(tables, path, "OBSERVATION", 1, {
         "TELESCOPE_NAME": [L.telescope], "TIME_RANGE": np.array([[t0, t1]]),

@@ -7,8 +7,9 @@ primary beam are accumulated as::
     num[k] += w * B * I
     den[k] += w * B**2
 
-with ``w = 1 / sigma**2`` the image's noise weight. The mosaic is ``num / den``: the
-optimal (minimum-variance) combination of primary-beam-attenuated images.
+with ``w = 1 / sigma**2`` the image's noise weight, and ``cov[k] = max(cov[k], B)`` records
+the best primary-beam response at each pixel. The mosaic is ``num / den``: the optimal
+(minimum-variance) combination of primary-beam-attenuated images.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def _bilinear(a, x, y):
 
 
 @njit(cache=True, nogil=True)
-def _accumulate(num, den, image, beam, weight, xin, yin):
+def _accumulate(num, den, cov, image, beam, weight, xin, yin):
     n = num.shape[0]
     for k in range(n):
         x = xin[k]
@@ -46,15 +47,17 @@ def _accumulate(num, den, image, beam, weight, xin, yin):
             continue
         num[k] += weight * b * v
         den[k] += weight * b * b
+        if b > cov[k]:
+            cov[k] = b
 
 
-def accumulate(num, den, image, beam, weight, xin, yin):
+def accumulate(num, den, cov, image, beam, weight, xin, yin):
     """Add one image to the running sums (in place).
 
     Parameters
     ----------
-    num, den : (Npix,) float64
-        Running sums over the flattened output grid.
+    num, den, cov : (Npix,) float64
+        Running sums and best beam response over the flattened output grid.
     image, beam : (Ny, Nx) float
         Image (Jy/beam) and primary beam (0..1) on the same input grid.
     weight : float
@@ -62,13 +65,13 @@ def accumulate(num, den, image, beam, weight, xin, yin):
     xin, yin : (Npix,) float64
         Input-pixel coordinates of each output pixel (NaN where it has none).
     """
-    for a in (num, den, xin, yin):
+    for a in (num, den, cov, xin, yin):
         if a.ndim != 1 or a.shape != num.shape:
-            raise ValueError("num, den, xin and yin must be 1-d arrays of one length")
+            raise ValueError("num, den, cov, xin and yin must be 1-d arrays of one length")
     if image.shape != beam.shape or image.ndim != 2:
         raise ValueError(f"image {image.shape} and beam {beam.shape} must be one 2-d shape")
-    _accumulate(num, den, np.ascontiguousarray(image, dtype=np.float64),
+    _accumulate(num, den, cov, np.ascontiguousarray(image, dtype=np.float64),
                 np.ascontiguousarray(beam, dtype=np.float64), float(weight),
                 np.ascontiguousarray(xin, dtype=np.float64),
                 np.ascontiguousarray(yin, dtype=np.float64))
-    return num, den
+    return num, den, cov

@@ -136,9 +136,9 @@ def test_mosaic_accumulate_matches_numpy(dtype):
     x = rng.uniform(-2, 32, 500)
     y = rng.uniform(-2, 22, 500)
     x[:5] = np.nan
-    num, den = np.zeros(500), np.zeros(500)
-    accumulate(num, den, img, pb, 4.0, x, y)
-    ref_n, ref_d = np.zeros(500), np.zeros(500)
+    num, den, cov = np.zeros(500), np.zeros(500), np.zeros(500)
+    accumulate(num, den, cov, img, pb, 4.0, x, y)
+    ref_n, ref_d, ref_c = np.zeros(500), np.zeros(500), np.zeros(500)
     for k in range(500):
         if not (np.isfinite(x[k]) and 0 <= x[k] < 29 and 0 <= y[k] < 19):
             continue
@@ -149,8 +149,9 @@ def test_mosaic_accumulate_matches_numpy(dtype):
             return ((1 - fx) * (1 - fy) * a[y0, x0] + fx * (1 - fy) * a[y0, x0 + 1]
                     + (1 - fx) * fy * a[y0 + 1, x0] + fx * fy * a[y0 + 1, x0 + 1])
         b, v = bil(pb.astype(float)), bil(img.astype(float))
-        ref_n[k], ref_d[k] = 4.0 * b * v, 4.0 * b * b
+        ref_n[k], ref_d[k], ref_c[k] = 4.0 * b * v, 4.0 * b * b, b
     np.testing.assert_allclose(num, ref_n, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(cov, ref_c, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(den, ref_d, rtol=1e-9, atol=1e-12)
 
 
@@ -162,8 +163,10 @@ def test_mosaic_of_two_beams_recovers_the_sky():
     sky = np.ones((40, 40))
     pb1 = np.exp(-((xx - 15) ** 2 + (yy - 20) ** 2) / 200)
     pb2 = np.exp(-((xx - 25) ** 2 + (yy - 20) ** 2) / 200)
-    num, den = np.zeros(1600), np.zeros(1600)
+    num, den, cov = np.zeros(1600), np.zeros(1600), np.zeros(1600)
     for pb, w in ((pb1, 1.0), (pb2, 3.0)):
-        accumulate(num, den, sky * pb, pb, w, xx.ravel(), yy.ravel())
+        accumulate(num, den, cov, sky * pb, pb, w, xx.ravel(), yy.ravel())
+    inner = ((xx < 39) & (yy < 39)).ravel()  # bilinear needs a right/upper neighbour
+    np.testing.assert_allclose(cov[inner], np.maximum(pb1, pb2).ravel()[inner])
     ok = den > 1e-3
     np.testing.assert_allclose(num[ok] / den[ok], 1.0, rtol=1e-12)
