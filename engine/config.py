@@ -146,6 +146,9 @@ SCHEMA: tuple[Field, ...] = (
     F("mosaic.min_pb", float, 0.2,
       "blank mosaic pixels that no member sees with at least this primary-beam response"),
     # publishing
+    F("publish.keep_ms", bool, True,
+      "keep each observation's MS in stage after its image is published (for reprocessing); "
+      "false deletes it"),
     F("publish.max_attempts", int, 3, "attempts to move a product into products/", minimum=1),
     F("publish.min_dynamic_range", float, 3.0, "QA: peak / rms below this rejects an image"),
     # ray

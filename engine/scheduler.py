@@ -78,6 +78,7 @@ class Driver:
         self.tel = Telescope(cfg)
         self.inflight: dict = {}  # ObjectRef -> (obs_id or mosaic_id, step)
         self.summary = RunSummary()
+        self._cap = None
 
     # --- bookkeeping ----------------------------------------------------------------------
     def recover(self):
@@ -141,9 +142,26 @@ class Driver:
             self.reg.close()
         return self.summary
 
+    def obs_cap(self) -> int:
+        """Observations in flight: the configured cap, lowered to what memory allows.
+
+        One observation in flight holds its subband tasks' buffers and one assembly block
+        (``ray.task_memory_gb`` per CPU plus ``ray.assembly_memory_gb``); the cap keeps
+        that within the memory Ray reports for the cluster.
+        """
+        if self._cap is None:
+            total = ray.cluster_resources().get("memory", 0) / 1024 ** 3
+            cpus = ray.cluster_resources().get("CPU", 1)
+            per_obs = self.cfg.ray.task_memory_gb * cpus + self.cfg.ray.assembly_memory_gb
+            fit = int(total // per_obs) if per_obs > 0 and total > 0 else 1
+            self._cap = max(1, min(self.cfg.ray.max_obs_in_flight, fit))
+            log.info("observations in flight: at most %d (%.1f GB memory, %.1f GB each)",
+                     self._cap, total, per_obs)
+        return self._cap
+
     def fill(self):
-        """Lease observations, oldest first, while fewer than max_obs_in_flight are active."""
-        while len(self.active()) < self.cfg.ray.max_obs_in_flight:
+        """Lease observations, oldest first, while fewer than the cap are active."""
+        while len(self.active()) < self.obs_cap():
             obs = (self.reg.acquire_next(self.owner, states=("converted",))
                    or self.reg.acquire_next(self.owner))
             if obs is None:
@@ -365,7 +383,8 @@ class Driver:
                root=self.areas.stage)
         lean = {k: v for k, v in manifest.items() if k != "subbands"}
         self.reg.transition("observations", obs_id, "converted", expect="converting",
-                            ms_path=manifest["ms_path"], manifest=json.dumps(lean))
+                            ms_path=manifest["ms_path"], manifest=json.dumps(lean),
+                            error=None)
         store = Path(manifest["ms_path"]).with_suffix(".zarr")
         shutil.rmtree(store, ignore_errors=True)
         self.summary.converted.append(obs_id)
@@ -398,6 +417,18 @@ class Driver:
             return
         if row["state"] == "published":
             self.summary.published.append(data_id)
+            self.settle_stage(obs_id)
+
+    def settle_stage(self, obs_id: str):
+        """After publication the MS is kept (reason recorded) or removed from stage."""
+        obs = self.reg.get("observations", obs_id)
+        keep = self.cfg.publish.keep_ms
+        with self.reg.write():
+            self.reg.event("observations", obs_id, obs["state"], obs["state"],
+                           {"stage": f"MS {'kept' if keep else 'removed'} "
+                                     f"(publish.keep_ms = {str(keep).lower()})"})
+        if not keep and obs["ms_path"]:
+            shutil.rmtree(confine(obs["ms_path"], self.areas.stage), ignore_errors=True)
 
 
 def _lease_abandoned(obs: dict, now: float) -> bool:

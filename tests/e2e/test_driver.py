@@ -16,7 +16,7 @@ from engine.registry import Registry
 def run_dir(tmp_path_factory):
     base = tmp_path_factory.mktemp("drive")
     cfg = config.load(config.CONFIG_DIR / "ci.toml",
-                      {"sim.nobs": 3, "image.max_imsize": 256, "image.niter": 50,
+                      {"sim.nobs": 4, "image.max_imsize": 256, "image.niter": 50,
                        "ray.include_dashboard": True})
     paths, sky, _ = simulate.simulate_run(cfg, base / "scratch")
     # files arrive newest observation first: the driver must still take the oldest first
@@ -25,9 +25,13 @@ def run_dir(tmp_path_factory):
     for obs in reversed(paths):
         for p in obs:
             shutil.copy(p, inc)
-    # one observation is broken: a subband is missing
+    # one observation is incomplete: a subband is missing
     missing = [p for p in paths[1] if p.name.endswith("_sb09.hdf5")][0]
     (inc / missing.name).unlink()
+    # one observation fails at conversion: its sb04 file holds sb03's channels
+    sb03 = [p for p in paths[3] if p.name.endswith("_sb03.hdf5")][0]
+    sb04 = [p for p in paths[3] if p.name.endswith("_sb04.hdf5")][0]
+    shutil.copy(sb03, inc / sb04.name)
     yield base, cfg, paths
     if ray.is_initialized():
         ray.shutdown()
@@ -41,7 +45,11 @@ def test_run_publishes_images_in_observation_order(run_dir):
     starts = sorted(obs.values(), key=lambda r: r["start_jd"])
     expect = [r["obs_id"] for r in starts if r["n_subbands"] == 16]
     assert summary.order == expect  # oldest observation time first, not arrival order
-    assert len(summary.published) == 2 and not summary.failed
+    # the broken observation failed with a reason; the others finished normally
+    assert list(summary.failed) == [starts[3]["obs_id"]]
+    assert "do not tile one contiguous band" in starts[3]["error"]
+    assert starts[3]["state"] == "failed"
+    assert len(summary.published) == 2
     # the incomplete observation waits (never converted)
     assert starts[1]["state"] == "discovered" and starts[1]["n_subbands"] == 15
     for r in reg.db["products"].rows:
@@ -54,12 +62,15 @@ def test_run_publishes_images_in_observation_order(run_dir):
     ev = reg.events("observations", expect[0])
     assert [e["new"] for e in ev if e["old"] != e["new"]] == [
         "discovered", "complete", "converting", "converted", "imaging", "imaged"]
+    assert any("MS kept (publish.keep_ms = true)" in (e["detail"] or "") for e in ev)
 
 
 def test_task_names_readable_in_ray_state_api(run_dir):
     from ray.util.state import list_tasks
 
-    names = {t.name for t in list_tasks(limit=1000)}
+    # ask this run's cluster, even if other Ray clusters run on the machine
+    names = {t.name for t in list_tasks(address=ray.get_runtime_context().gcs_address,
+                                        limit=1000)}
     assert any(n.startswith("convert[") and " sb05]" in n for n in names)
     assert any(n.startswith("image[") for n in names)
 
