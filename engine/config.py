@@ -121,6 +121,11 @@ SCHEMA: tuple[Field, ...] = (
     F("image.max_imsize", int, 2048, "largest image side (pixels)", minimum=64),
     F("image.cell_arcsec", float, 0.0, "cell size (arcsec); 0: derived from the data"),
     F("image.imsize", int, 0, "image side (pixels); 0: derived from the data", minimum=0),
+    F("image.backend", str, "tclean", "imager: CASA tclean, or WSClean when its binary is "
+      "installed (needs convert.phasing = single)", choices=("tclean", "wsclean")),
+    F("image.restoring_beam_arcsec", float, 0.0,
+      "circular restoring beam FWHM (arcsec) for every image; 0: each imager's fitted beam",
+      minimum=0.0),
     F("image.gridder", str, "wproject",
       "tclean gridder: w-projection is needed off axis (2.7 km baselines, 2.7 deg beam)",
       choices=("standard", "wproject", "widefield")),
@@ -258,6 +263,9 @@ def _check_consistency(cfg: Config) -> None:
                           "with 0 < min <= max") from None
     if not -90 <= cfg.sim.dec_deg <= 90:
         raise ConfigError(f"sim.dec_deg = {cfg.sim.dec_deg} is not a declination")
+    if cfg.image.backend == "wsclean" and cfg.convert.phasing != "single":
+        raise ConfigError("image.backend = wsclean needs convert.phasing = single (WSClean "
+                          "images one phase centre; meridian phasing has one per integration)")
     if cfg.mosaic.overlap >= cfg.mosaic.size:
         raise ConfigError(f"mosaic.overlap = {cfg.mosaic.overlap} must be below mosaic.size = "
                           f"{cfg.mosaic.size}")

@@ -109,6 +109,77 @@ def _mad_rms(a) -> float:
     return float(1.4826 * np.median(np.abs(a - np.median(a)))) if a.size else float("nan")
 
 
+def _tclean(ct, casatasks, ms, work: Path, fits_path: Path, cfg, cell, imsize, geo,
+            datacolumn):
+    """CASA tclean (dirty image for the rms, then clean to the threshold) -> FITS."""
+    mid = geo["fields"][len(geo["fields"]) // 2]
+    base = str(work / "img")
+    common = dict(vis=ms, imagename=base, imsize=imsize, cell=f"{cell}arcsec",
+                  phasecenter=f"J2000 {mid[0]}rad {mid[1]}rad", specmode="mfs",
+                  gridder=cfg.image.gridder, wprojplanes=cfg.image.wprojplanes,
+                  weighting=cfg.image.weighting, robust=cfg.image.robust, pblimit=-1.0,
+                  datacolumn=datacolumn,
+                  deconvolver="mtmfs" if cfg.image.nterms > 1 else "hogbom",
+                  nterms=cfg.image.nterms)
+    if cfg.image.restoring_beam_arcsec > 0:
+        common["restoringbeam"] = [f"{cfg.image.restoring_beam_arcsec}arcsec"]
+    tt = ".tt0" if cfg.image.nterms > 1 else ""
+    cwd = os.getcwd()
+    os.chdir(work)  # CASA drops helper files in the working directory
+    try:
+        casatasks.tclean(**common, niter=0)
+        ia = ct.image()
+        ia.open(base + ".residual" + tt)
+        rms = _mad_rms(ia.getchunk())
+        ia.close()
+        if cfg.image.niter > 0:
+            thr = cfg.image.threshold_jy or cfg.image.threshold_sigma * rms
+            casatasks.tclean(**common, niter=cfg.image.niter, threshold=f"{thr}Jy",
+                             calcpsf=False, calcres=False, restart=True)
+    except RuntimeError as exc:
+        raise CasaTaskError(f"tclean on {ms}: {exc}") from None
+    finally:
+        os.chdir(cwd)
+    if not Path(base + ".image" + tt).exists():
+        raise CasaTaskError(f"tclean on {ms} wrote no image")
+    casatasks.exportfits(imagename=base + ".image" + tt, fitsimage=str(fits_path),
+                         overwrite=True)
+    for casa_image in work.glob("img.*"):
+        shutil.rmtree(casa_image, ignore_errors=True)
+
+
+def _wsclean(ms, work: Path, fits_path: Path, cfg, cell, imsize, geo, datacolumn):
+    """WSClean (a separate process with its own casacore) -> FITS.
+
+    WSClean grids every field as if phased to one centre, so it needs a single-phase-centre
+    MS (``convert.phasing = single``); a drift-scan MS with one field per integration is
+    refused rather than imaged wrongly.
+    """
+    import subprocess
+
+    if len(geo["fields"]) > 1:
+        raise CasaTaskError(f"{ms}: wsclean needs one phase centre, the MS has "
+                            f"{len(geo['fields'])} fields (use convert.phasing = single)")
+    base = str(work / "wsc")
+    weight = (["-weight", "briggs", str(cfg.image.robust)] if cfg.image.weighting == "briggs"
+              else ["-weight", cfg.image.weighting])
+    thr = (["-threshold", str(cfg.image.threshold_jy)] if cfg.image.threshold_jy
+           else ["-auto-threshold", str(cfg.image.threshold_sigma)])
+    if cfg.image.restoring_beam_arcsec > 0:
+        thr += ["-beam-size", str(cfg.image.restoring_beam_arcsec)]
+    cmd = ["wsclean", "-quiet", "-name", base, "-size", str(imsize), str(imsize),
+           "-scale", f"{cell}asec", *weight, "-niter", str(cfg.image.niter), *thr,
+           "-mgain", "0.8", "-pol", "I", "-data-column",
+           "CORRECTED_DATA" if datacolumn == "corrected" else "DATA", "-use-wgridder",
+           "-j", "1", ms]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
+    if p.returncode != 0 or not Path(base + "-image.fits").exists():
+        raise CasaTaskError(f"wsclean on {ms} failed: {(p.stderr or p.stdout)[-500:]}")
+    os.replace(base + "-image.fits", fits_path)
+    for f in work.glob("wsc-*"):
+        f.unlink()
+
+
 def image_observation(ms: str, out_dir: str, cfg: Config, *, obs_id: str,
                       caltables: list | None = None) -> dict:
     """tclean one MS; write FITS image, FITS primary beam, PNG and QA into ``out_dir``."""
@@ -129,38 +200,16 @@ def image_observation(ms: str, out_dir: str, cfg: Config, *, obs_id: str,
         apply(ct, casatasks, ms, caltables)
     geo = _ms_geometry(ct, ms)
     cell, imsize = image_size(cfg, geo, cfg.array.dish_diameter_m)
-    mid = geo["fields"][len(geo["fields"]) // 2]
-    phasecenter = f"J2000 {mid[0]}rad {mid[1]}rad"
-    base = str(work / "img")
-    common = dict(vis=ms, imagename=base, imsize=imsize, cell=f"{cell}arcsec",
-                  phasecenter=phasecenter, specmode="mfs", gridder=cfg.image.gridder,
-                  wprojplanes=cfg.image.wprojplanes,
-                  weighting=cfg.image.weighting, robust=cfg.image.robust, pblimit=-1.0,
-                  datacolumn="corrected" if caltables else "data",
-                  deconvolver="mtmfs" if cfg.image.nterms > 1 else "hogbom",
-                  nterms=cfg.image.nterms)
-    tt = ".tt0" if cfg.image.nterms > 1 else ""
-    cwd = os.getcwd()
-    os.chdir(work)  # CASA drops helper files in the working directory
-    try:
-        casatasks.tclean(**common, niter=0)
-        ia = ct.image()
-        ia.open(base + ".residual" + tt)
-        rms = _mad_rms(ia.getchunk())
-        ia.close()
-        if cfg.image.niter > 0:
-            thr = cfg.image.threshold_jy or cfg.image.threshold_sigma * rms
-            casatasks.tclean(**common, niter=cfg.image.niter, threshold=f"{thr}Jy",
-                             calcpsf=False, calcres=False, restart=True)
-    except RuntimeError as exc:
-        raise CasaTaskError(f"tclean on {ms}: {exc}") from None
-    finally:
-        os.chdir(cwd)
-    if not Path(base + ".image" + tt).exists():
-        raise CasaTaskError(f"tclean on {ms} wrote no image")
     fits_path = work / f"{obs_id}.image.fits"
-    casatasks.exportfits(imagename=base + ".image" + tt, fitsimage=str(fits_path),
-                         overwrite=True)
+    backend = cfg.image.backend
+    if backend == "wsclean" and shutil.which("wsclean") is None:
+        log.warning("image.backend = wsclean but no wsclean binary: using tclean")
+        backend = "tclean"
+    datacolumn = "corrected" if caltables else "data"
+    if backend == "wsclean":
+        _wsclean(ms, work, fits_path, cfg, cell, imsize, geo, datacolumn)
+    else:
+        _tclean(ct, casatasks, ms, work, fits_path, cfg, cell, imsize, geo, datacolumn)
     with fits.open(fits_path, mode="update") as hdul:
         h = hdul[0].header
         data = np.squeeze(hdul[0].data)
@@ -191,11 +240,10 @@ def image_observation(ms: str, out_dir: str, cfg: Config, *, obs_id: str,
     fits.PrimaryHDU(pb.astype(np.float32), hdr).writeto(pb_path)
     png_path = work / f"{obs_id}.png"
     quicklook(data, png_path, title=obs_id, beam_arcsec=beam, cell_arcsec=cell)
-    for casa_image in work.glob("img.*"):
-        shutil.rmtree(casa_image, ignore_errors=True)
-    qa = {"rms_jy": rms, "peak_jy": peak, "dynamic_range": peak / rms if rms > 0 else None,
+    qa = {"backend": backend, "rms_jy": rms, "peak_jy": peak,
+          "dynamic_range": peak / rms if rms > 0 else None,
           "bmaj_arcsec": beam[0], "bmin_arcsec": beam[1], "bpa_deg": beam[2],
-          "cell_arcsec": cell, "imsize": imsize, "tclean_s": time.perf_counter() - t0}
+          "cell_arcsec": cell, "imsize": imsize, "image_s": time.perf_counter() - t0}
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(work, out_dir)

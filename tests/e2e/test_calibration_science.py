@@ -23,6 +23,7 @@ from scipy.special import j1
 
 from engine import config, scheduler, simulate
 from engine.registry import Registry
+from tests.conftest import interpolated_peak
 
 pytestmark = pytest.mark.slow
 
@@ -107,20 +108,8 @@ def _measure(base: Path, image_path: str | None = None):
         ix, iy = int(round(float(px))), int(round(float(py)))
         if not (5 <= ix < img.shape[1] - 5 and 5 <= iy < img.shape[0] - 5):
             continue
-        box = img[iy - 2:iy + 3, ix - 2:ix + 3]
-        jy, jx = np.unravel_index(np.argmax(box), box.shape)
-        py0, px0 = iy - 2 + jy, ix - 2 + jx
-        peak = img[py0, px0]
-        # the peak between pixels: a parabola through the logarithm of the three pixels on
-        # each axis is exact for a Gaussian restoring beam (pixels are cell / beam apart)
-        dx = dy = 0.0
-        if peak > 0 and np.all(img[py0 - 1:py0 + 2, px0 - 1:px0 + 2] > 0):
-            lx = np.log(img[py0, px0 - 1:px0 + 2])
-            ly = np.log(img[py0 - 1:py0 + 2, px0])
-            dx = 0.5 * (lx[0] - lx[2]) / (lx[0] - 2 * lx[1] + lx[2])
-            dy = 0.5 * (ly[0] - ly[2]) / (ly[0] - 2 * ly[1] + ly[2])
-            peak = np.exp(lx[1] - 0.25 * (lx[0] - lx[2]) * dx - 0.25 * (ly[0] - ly[2]) * dy)
-        off = np.hypot(px0 + dx - float(px), py0 + dy - float(py)) * cell / beam_arcsec
+        peak, fx, fy = interpolated_peak(img, float(px), float(py))
+        off = np.hypot(fx - float(px), fy - float(py)) * cell / beam_arcsec
         expected = _apparent(truth, OVERRIDES["sim.nobs"] - 1, ra, dec, s, a)
         out.append((peak, expected, peak / rms, off))
     return np.array(out)

@@ -1,0 +1,71 @@
+"""Optional: the same MS imaged by tclean and WSClean gives the same source fluxes."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from engine import config, simulate
+from engine.convert import convert_local
+from engine.telescope import Telescope
+from tests.conftest import interpolated_peak
+
+pytestmark = pytest.mark.skipif(shutil.which("wsclean") is None,
+                                reason="wsclean is not installed (apt-get install wsclean)")
+
+IMAGE = r"""
+import json, sys
+from engine import config
+from engine.image import image_observation
+cfg = config.load(None, json.loads(sys.argv[3]))
+m = image_observation(sys.argv[1], sys.argv[2], cfg, obs_id="cmp")
+print("RESULT" + json.dumps(m))
+"""
+
+
+def _peak(img, wcs, ra, dec):
+    x, y = (float(v) for v in wcs.world_to_pixel(SkyCoord(ra * u.rad, dec * u.rad)))
+    return interpolated_peak(img, x, y)[0]
+
+
+def test_tclean_and_wsclean_agree(tmp_path):
+    cfg = config.load(None, {"sim.nants": 24, "sim.nchan_per_subband": 2, "sim.ntimes": 6,
+                             "sim.nobs": 1, "sim.nsources": 6, "sim.flux_range_jy": "1,4",
+                             "sim.field_radius_deg": 0.4, "sim.noise_jy": 0.01,
+                             "convert.phasing": "single"})
+    tel = Telescope(cfg)
+    sky = simulate.make_sky(cfg, tel)
+    paths = simulate.simulate_observation(cfg, tel, simulate.obs_start_times_jd(cfg)[0],
+                                          tmp_path, sky=sky)
+    ms = str(tmp_path / "obs.ms")
+    convert_local([str(p) for p in paths], ms, cfg)
+    images = {}
+    for backend in ("tclean", "wsclean"):
+        # one restoring beam for both, so peaks (Jy/beam) compare flux densities directly
+        flat = {**cfg.as_flat(), "image.backend": backend, "image.cell_arcsec": 6.0,
+                "image.imsize": 1536, "image.restoring_beam_arcsec": 30.0, "image.niter": 3000,
+                "image.threshold_jy": 0.01,
+                "image.nterms": 1, "image.weighting": "briggs", "image.robust": 0.0,
+                "image.gridder": "wproject"}
+        p = subprocess.run([sys.executable, "-c", IMAGE, ms, str(tmp_path / backend),
+                            json.dumps(flat)], capture_output=True, text=True, timeout=900)
+        assert p.returncode == 0, p.stderr[-2000:]
+        m = json.loads([ln for ln in p.stdout.splitlines() if ln.startswith("RESULT")][-1][6:])
+        assert m["qa"]["backend"] == backend
+        with fits.open(m["files"]["image"]["path"]) as h:
+            images[backend] = (np.squeeze(h[0].data), WCS(h[0].header).celestial)
+    ratios = []
+    for ra, dec in zip(sky.ra, sky.dec):
+        a = _peak(*images["tclean"], ra, dec)
+        b = _peak(*images["wsclean"], ra, dec)
+        if a > 0.5:
+            ratios.append(b / a)
+    assert len(ratios) >= 3
+    assert np.all(np.abs(np.array(ratios) - 1) < 0.05), ratios
