@@ -94,7 +94,8 @@ def _demo(cfg, workdir: Path) -> int:
     t0 = time.time()
     summary = scheduler.run(cfg, workdir)
     wall = time.time() - t0
-    print(f"\nengine run finished in {wall:.1f} s (local Ray)")
+    print(f"\nengine run finished in {wall:.1f} s (local Ray); real-time factor "
+          f"{summary.real_time_factor():.3f} (wall time per observation / 309 s)")
     print(f"  taken in observation-time order: {summary.order}")
     print(f"  converted to Measurement Sets: {len(summary.converted)}")
     print(f"  calibrator transits solved:    {summary.calibrated}")
@@ -130,7 +131,10 @@ def main(argv=None) -> int:
     d.add_argument("--workdir", dest="demo_workdir", default="demo-run")
     r = sub.add_parser("run", help="process the incoming folder")
     r.add_argument("--address", help="Ray address (overrides ray.address)")
-    r.add_argument("--watch", action="store_true", help="keep polling for new files")
+    for area in ("incoming", "stage", "products", "registry"):
+        r.add_argument(f"--{area}", help=f"overrides paths.{area}")
+    r.add_argument("--follow", "--watch", dest="follow", action="store_true",
+                   help="keep watching for new files until SIGINT/SIGTERM, then drain and exit")
     r.add_argument("--max-wall-s", type=float, default=None)
     s = sub.add_parser("simulate", help="write simulated observations into paths.incoming")
     s.add_argument("--out", default=None)
@@ -162,6 +166,9 @@ def main(argv=None) -> int:
                     overrides[key] = getattr(args, opt)
         if getattr(args, "address", None):
             overrides["ray.address"] = args.address
+        for area in ("incoming", "stage", "products", "registry"):
+            if getattr(args, area, None):
+                overrides[f"paths.{area}"] = str(Path(getattr(args, area)).resolve())
         cfg = config_mod.load(args.config, overrides)
         _setup_logging(cfg.log.level)
         log.info("configuration %s (digest %s)", args.config or "defaults", cfg.digest())
@@ -175,8 +182,9 @@ def main(argv=None) -> int:
         if args.cmd == "run":
             from engine import scheduler
 
-            summary = scheduler.run(cfg, base, once=not args.watch, max_wall_s=args.max_wall_s)
-            print(json.dumps(summary.__dict__, indent=1))
+            summary = scheduler.run(cfg, base, once=not args.follow,
+                                    max_wall_s=args.max_wall_s, handle_signals=True)
+            print(summary.report())
             return 1 if summary.failed else 0
         if args.cmd == "simulate":
             from engine import simulate

@@ -65,6 +65,24 @@ class RunSummary:
     waiting: list = field(default_factory=list)
     failed: dict = field(default_factory=dict)
     order: list = field(default_factory=list)  # obs_ids in the order they were taken
+    wall_s: float = 0.0
+
+    def real_time_factor(self) -> float | None:
+        """Wall time per observation over the 309 s an observation lasts."""
+        n = len(self.imaged) or len(self.converted)
+        return self.wall_s / (n * windows.CADENCE_S) if n else None
+
+    def report(self) -> str:
+        rtf = self.real_time_factor()
+        lines = [f"observations taken: {len(self.order)} (oldest observation time first)",
+                 f"converted: {len(self.converted)}  calibrated: {len(self.calibrated)}  "
+                 f"imaged: {len(self.imaged)}  mosaics: {len(self.mosaics)}  "
+                 f"published: {len(self.published)}",
+                 f"waiting for calibration: {self.waiting}",
+                 f"wall time: {self.wall_s:.1f} s; real-time factor: "
+                 + (f"{rtf:.3f}" if rtf is not None else "n/a")]
+        lines += [f"FAILED {k}: {v}" for k, v in self.failed.items()]
+        return "\n".join(lines)
 
 
 class Driver:
@@ -79,6 +97,8 @@ class Driver:
         self.inflight: dict = {}  # ObjectRef -> (obs_id or mosaic_id, step)
         self.summary = RunSummary()
         self._cap = None
+        self.stopping = False
+        self._last_counts = None
 
     # --- bookkeeping ----------------------------------------------------------------------
     def recover(self):
@@ -116,19 +136,42 @@ class Driver:
         return {o for o, step in self.inflight.values() if step != "mosaic"}
 
     # --- the loop -------------------------------------------------------------------------
-    def run(self, *, once: bool = True, poll_s: float = 2.0, max_wall_s: float | None = None
-            ) -> RunSummary:
+    def request_stop(self, signum=None, frame=None):
+        """Stop taking new work; in-flight tasks finish and are recorded, then run returns."""
+        log.warning("stop requested (signal %s): draining %d tasks in flight", signum,
+                    len(self.inflight))
+        self.stopping = True
+
+    def progress(self, t_start: float):
+        counts = self.reg.counts("observations")
+        if counts != self._last_counts:
+            self._last_counts = counts
+            n = len(self.summary.imaged)
+            rate = n / max(time.time() - t_start, 1e-9) * 60
+            log.info("observations by state %s; %d imaged (%.2f per minute), %d tasks in flight",
+                     counts, n, rate, len(self.inflight))
+
+    def run(self, *, once: bool = True, poll_s: float = 2.0, max_wall_s: float | None = None,
+            handle_signals: bool = False) -> RunSummary:
         log.info("Ray resources: %s", raytasks.init(self.cfg))
+        if handle_signals:
+            import signal
+
+            signal.signal(signal.SIGINT, self.request_stop)
+            signal.signal(signal.SIGTERM, self.request_stop)
         self.recover()
         t_start = time.time()
         try:
             while True:
-                discover.scan(self.cfg, self.reg, self.areas.incoming)
-                self.release_waiting()
-                self.fill()
-                self.release_mosaics()
+                if not self.stopping:
+                    discover.scan(self.cfg, self.reg, self.areas.incoming)
+                    self.release_waiting()
+                    self.fill()
+                    self.release_mosaics()
+                self.progress(t_start)
                 if not self.inflight:
-                    if once or (max_wall_s is not None and time.time() - t_start > max_wall_s):
+                    if once or self.stopping or (
+                            max_wall_s is not None and time.time() - t_start > max_wall_s):
                         break
                     time.sleep(poll_s)
                     continue
@@ -137,6 +180,7 @@ class Driver:
                     obs_id, step = self.inflight.pop(ref)
                     self.complete(ref, obs_id, step)
         finally:
+            self.summary.wall_s = time.time() - t_start
             self.summary.waiting = [r["obs_id"] for r in self.reg.db["observations"].rows_where(
                 "state = 'awaiting_calibration'", order_by="start_jd")]
             self.reg.close()
@@ -450,6 +494,7 @@ def _lease_abandoned(obs: dict, now: float) -> bool:
 
 
 def run(cfg: Config, base: Path, *, once: bool = True, poll_s: float = 2.0,
-        max_wall_s: float | None = None) -> RunSummary:
+        max_wall_s: float | None = None, handle_signals: bool = False) -> RunSummary:
     """Process everything in the incoming folder (see :class:`Driver`)."""
-    return Driver(cfg, base).run(once=once, poll_s=poll_s, max_wall_s=max_wall_s)
+    return Driver(cfg, base).run(once=once, poll_s=poll_s, max_wall_s=max_wall_s,
+                                 handle_signals=handle_signals)

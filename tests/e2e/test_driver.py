@@ -126,3 +126,39 @@ def test_calibration_comes_first(cal_run):
     with fits.open(reg.get("images", obs[0]["obs_id"])["path"]) as h:
         assert obs[1]["obs_id"] in h[0].header["CALTABS"]
         assert h[0].header["BUNIT"] == "Jy/beam" and h[0].header["BMAJ"] > 0
+
+
+def test_run_follow_drains_on_sigterm(tmp_path):
+    """`run --follow` with explicit areas: SIGTERM stops new work, drains, exits cleanly."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = config.load(config.CONFIG_DIR / "ci.toml", {"sim.nobs": 2})
+    simulate.simulate_run(cfg, tmp_path / "in")
+    reg_path = tmp_path / "db" / "reg.sqlite"
+    p = subprocess.Popen(
+        [sys.executable, "-m", "engine", "--config", str(config.CONFIG_DIR / "ci.toml"),
+         "--set", "image.max_imsize=128", "--set", "image.niter=10", "run", "--follow",
+         "--incoming", str(tmp_path / "in"), "--stage", str(tmp_path / "st"),
+         "--products", str(tmp_path / "pr"), "--registry", str(reg_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    t0 = time.time()
+    while time.time() - t0 < 300:
+        if reg_path.exists():
+            n = sqlite3.connect(reg_path).execute(
+                "SELECT count(*) FROM observations WHERE state = 'imaged'").fetchone()[0]
+            if n == 2:
+                break
+        time.sleep(0.5)
+    os.kill(p.pid, signal.SIGTERM)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-2000:]
+    assert "real-time factor" in out and "imaged: 2" in out
+    db = sqlite3.connect(reg_path)
+    busy = db.execute("SELECT count(*) FROM observations WHERE state IN "
+                      "('converting', 'calibrating', 'imaging')").fetchone()[0]
+    assert busy == 0
+    assert len(list((tmp_path / "pr").glob("*/*.image.fits"))) == 2
