@@ -94,8 +94,10 @@ def _demo(cfg, workdir: Path) -> int:
     t0 = time.time()
     summary = scheduler.run(cfg, workdir)
     wall = time.time() - t0
+    rtf = summary.real_time_factor()
     print(f"\nengine run finished in {wall:.1f} s (local Ray); real-time factor "
-          f"{summary.real_time_factor():.3f} (wall time per observation / 309 s)")
+          + (f"{rtf:.3f}" if rtf is not None else "n/a")
+          + " (wall time per observation / 309 s)")
     print(f"  taken in observation-time order: {summary.order}")
     print(f"  converted to Measurement Sets: {len(summary.converted)}")
     print(f"  calibrator transits solved:    {summary.calibrated}")
