@@ -246,8 +246,7 @@ tables = [t["path"] for t in m["tables"].values()]
 for backend in sys.argv[5].split(","):
     c = config.load(None, {**flat, "image.backend": backend})
     t0 = time.perf_counter()
-    r = image_observation(ms, work + "/img_" + backend, c, obs_id="bench",
-                          caltables=tables if backend == "tclean" else None)
+    r = image_observation(ms, work + "/img_" + backend, c, obs_id="bench", caltables=tables)
     out[backend + "_s"] = time.perf_counter() - t0
     out[backend + "_qa"] = r["qa"]
 print("RESULT" + json.dumps(out))
@@ -259,8 +258,8 @@ def bench_calibrate_image(cfg, work: Path) -> dict:
 
     One observation holding the transit of 3C286, converted with the calibrator at the
     phase centre; imaging at a fixed 2048 x 2048 (full) or 512 x 512 (small) grid with the
-    same parameters for both imagers (WSClean images the calibrated CORRECTED_DATA that
-    the tclean run's applycal left in the MS).
+    same parameters for both imagers; each run applies the calibration (applycal) first
+    and images CORRECTED_DATA, so both times include applycal.
     """
     import subprocess
     import sys

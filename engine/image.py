@@ -170,8 +170,7 @@ def _wsclean(ms, work: Path, fits_path: Path, cfg, cell, imsize, geo, datacolumn
     cmd = ["wsclean", "-quiet", "-name", base, "-size", str(imsize), str(imsize),
            "-scale", f"{cell}asec", *weight, "-niter", str(cfg.image.niter), *thr,
            "-mgain", "0.8", "-pol", "I", "-data-column",
-           "CORRECTED_DATA" if datacolumn == "corrected" else "DATA", "-use-wgridder",
-           "-j", "1", ms]
+           "CORRECTED_DATA" if datacolumn == "corrected" else "DATA", "-use-wgridder", ms]
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
     if p.returncode != 0 or not Path(base + "-image.fits").exists():
         raise CasaTaskError(f"wsclean on {ms} failed: {(p.stderr or p.stdout)[-500:]}")

@@ -110,6 +110,8 @@ MIGRATIONS = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
 class Registry:
     """The engine's record. Open one per process; the driver is the only writer."""
 
+    MACHINE_STATES = tuple(OBS_STATES)
+
     def __init__(self, path, *, timeout_s: float = 30.0):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)

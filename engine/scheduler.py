@@ -99,6 +99,7 @@ class Driver:
         self._cap = None
         self.stopping = False
         self._last_counts = None
+        self._metrics = None
 
     # --- bookkeeping ----------------------------------------------------------------------
     def recover(self):
@@ -142,8 +143,29 @@ class Driver:
                     len(self.inflight))
         self.stopping = True
 
+    def metrics(self):
+        """Ray metrics (Prometheus, shown by the dashboard): created once Ray is up."""
+        if self._metrics is None:
+            from ray.util import metrics
+
+            self._metrics = {
+                "obs": metrics.Gauge("dsa110_observations", "observations by state",
+                                     tag_keys=("state",)),
+                "rtf": metrics.Gauge("dsa110_real_time_factor",
+                                     "wall time per imaged observation / 309 s"),
+                "bytes": metrics.Counter("dsa110_bytes_converted",
+                                         "UVH5 bytes converted to Measurement Sets"),
+            }
+        return self._metrics
+
     def progress(self, t_start: float):
         counts = self.reg.counts("observations")
+        m = self.metrics()
+        for state in self.reg.MACHINE_STATES:
+            m["obs"].set(counts.get(state, 0), tags={"state": state})
+        n = len(self.summary.imaged)
+        if n:
+            m["rtf"].set((time.time() - t_start) / (n * windows.CADENCE_S))
         if counts != self._last_counts:
             self._last_counts = counts
             n = len(self.summary.imaged)
@@ -431,6 +453,9 @@ class Driver:
                             error=None)
         store = Path(manifest["ms_path"]).with_suffix(".zarr")
         shutil.rmtree(store, ignore_errors=True)
+        nbytes = self.reg.db.execute("SELECT sum(size) FROM files WHERE obs_id = ? AND "
+                                     "status = 'ok'", [obs_id]).fetchone()[0] or 0
+        self.metrics()["bytes"].inc(nbytes)
         self.summary.converted.append(obs_id)
         self.after_conversion(self.reg.get("observations", obs_id))
 

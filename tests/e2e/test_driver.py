@@ -3,6 +3,7 @@
 import json
 import shutil
 import sqlite3
+import time
 
 import pytest
 import ray
@@ -73,6 +74,22 @@ def test_task_names_readable_in_ray_state_api(run_dir):
                                         limit=1000)}
     assert any(n.startswith("convert[") and " sb05]" in n for n in names)
     assert any(n.startswith("image[") for n in names)
+
+
+def test_driver_exports_ray_metrics(run_dir):
+    """The driver's metrics reach Ray's Prometheus endpoint (what the dashboard reads)."""
+    import urllib.request
+
+    node = ray._private.worker.global_worker.node
+    url = f"http://{node.node_ip_address}:{node.metrics_export_port}/metrics"
+    text = ""
+    for _ in range(40):  # Ray exports metrics every few seconds
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+        if "dsa110_bytes_converted" in text and "dsa110_observations" in text:
+            break
+        time.sleep(1)
+    assert 'dsa110_observations{' in text and 'State="imaged"' in text.replace("state", "State")
+    assert "dsa110_bytes_converted" in text and "dsa110_real_time_factor" in text
 
 
 def test_rerun_changes_nothing(run_dir):
