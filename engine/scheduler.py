@@ -100,6 +100,7 @@ class Driver:
         self.stopping = False
         self._last_counts = None
         self._metrics = None
+        self._verified_tables: set = set()
 
     # --- bookkeeping ----------------------------------------------------------------------
     def recover(self):
@@ -325,7 +326,11 @@ class Driver:
         paths = []
         for kind in ("bandpass", "gains"):
             t = sets[kind]
-            verify(t["path"], sha256=t["sha256"], size=t["size"], root=self.areas.stage)
+            # checked against its manifest once per run (waiting observations ask every
+            # loop); the CASA task checks again that it exists and opens before applycal
+            if (t["path"], t["sha256"]) not in self._verified_tables:
+                verify(t["path"], sha256=t["sha256"], size=t["size"], root=self.areas.stage)
+                self._verified_tables.add((t["path"], t["sha256"]))
             paths.append(t["path"])
         return paths
 
