@@ -64,7 +64,8 @@ def slurm():
         Path("/etc/munge/munge.key").write_bytes(os.urandom(1024))
     os.chmod("/etc/munge/munge.key", 0o400)
     _run("chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge")
-    _run("pkill -x slurmctld; pkill -x slurmd; sleep 1")
+    # a fresh controller state: no jobs left over from an earlier run
+    _run("pkill -x slurmctld; pkill -x slurmd; sleep 1; rm -rf /var/spool/slurmctld/*")
     r = _run("runuser -u munge -- munged --force || munged --force")
     for cmd in ("slurmctld", "slurmd"):
         r = _run(cmd)
