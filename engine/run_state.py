@@ -1,0 +1,76 @@
+"""What a driver run owns besides the registry: its areas, its summary, its leases."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine import windows
+from engine.config import Config
+
+
+@dataclass
+class Areas:
+    incoming: Path
+    stage: Path
+    products: Path
+    registry: Path
+
+    @classmethod
+    def from_config(cls, cfg: Config, base: Path) -> "Areas":
+        keys = ("incoming", "stage", "products", "registry")
+        a = cls(*(cfg.resolve_path(k, base) for k in keys))
+        for p in (a.incoming, a.stage, a.products):
+            p.mkdir(parents=True, exist_ok=True)
+        return a
+
+
+@dataclass
+class RunSummary:
+    converted: list = field(default_factory=list)
+    calibrated: list = field(default_factory=list)
+    imaged: list = field(default_factory=list)
+    published: list = field(default_factory=list)
+    mosaics: list = field(default_factory=list)
+    waiting: list = field(default_factory=list)
+    failed: dict = field(default_factory=dict)
+    order: list = field(default_factory=list)  # obs_ids in the order they were taken
+    wall_s: float = 0.0
+
+    def real_time_factor(self) -> float | None:
+        """Wall time per observation over the 309 s an observation lasts."""
+        n = len(self.imaged) or len(self.converted)
+        return self.wall_s / (n * windows.CADENCE_S) if n else None
+
+    def report(self) -> str:
+        rtf = self.real_time_factor()
+        lines = [f"observations taken: {len(self.order)} (oldest observation time first)",
+                 f"converted: {len(self.converted)}  calibrated: {len(self.calibrated)}  "
+                 f"imaged: {len(self.imaged)}  mosaics: {len(self.mosaics)}  "
+                 f"published: {len(self.published)}",
+                 f"waiting for calibration: {self.waiting}",
+                 f"wall time: {self.wall_s:.1f} s; real-time factor: "
+                 + (f"{rtf:.3f}" if rtf is not None else "n/a")]
+        lines += [f"FAILED {k}: {v}" for k, v in self.failed.items()]
+        return "\n".join(lines)
+
+
+def lease_abandoned(obs: dict, now: float) -> bool:
+    """True when a lease expired or its owner (a process on this host) is gone."""
+    owner = obs["lease_owner"]
+    if owner is None or (obs["lease_expires_at"] or 0) < now:
+        return True
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
