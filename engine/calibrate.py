@@ -24,7 +24,7 @@ import numpy as np
 from engine import calibrators
 from engine.config import Config
 from engine.errors import CasaTaskError
-from engine.paths import digest
+from engine.paths import commit_dir
 
 log = logging.getLogger(__name__)
 
@@ -136,17 +136,11 @@ def solve(ms: str, out_dir: str, cfg: Config, *, obs_id: str, cal: dict) -> dict
           "refant": refant,
           "solve_s": time.perf_counter() - t0}
     shutil.rmtree(cl_path, ignore_errors=True)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(work, out_dir)
+    tables = commit_dir(work, out_dir, {"bandpass": Path(bp).name, "gains": Path(g).name})
     transit_mjd = cal["transit_jd"] - JD_TO_MJD
-    tables = {}
-    for kind, name, half in (("bandpass", Path(bp).name, c.bandpass_valid_h),
-                             ("gains", Path(g).name, c.gain_valid_h)):
-        p = out_dir / name
-        sha, size = digest(p)
-        tables[kind] = {"path": str(p), "sha256": sha, "size": size,
-                        "valid_from_mjd": transit_mjd - half / 24.0,
-                        "valid_to_mjd": transit_mjd + half / 24.0}
+    for kind, half in (("bandpass", c.bandpass_valid_h), ("gains", c.gain_valid_h)):
+        tables[kind].update(valid_from_mjd=transit_mjd - half / 24.0,
+                            valid_to_mjd=transit_mjd + half / 24.0)
     return {"obs_id": obs_id, "calibrator": cal["name"], "transit_mjd": transit_mjd,
             "tables": tables, "qa": qa}
 

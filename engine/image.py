@@ -24,7 +24,7 @@ from engine import __version__
 from engine.casaenv import import_casatools
 from engine.config import Config
 from engine.errors import CasaTaskError
-from engine.paths import digest
+from engine.paths import commit_dir
 from engine.telescope import C_M_S, airy_beam
 
 log = logging.getLogger(__name__)
@@ -243,14 +243,8 @@ def image_observation(ms: str, out_dir: str, cfg: Config, *, obs_id: str,
           "dynamic_range": peak / rms if rms > 0 else None,
           "bmaj_arcsec": beam[0], "bmin_arcsec": beam[1], "bpa_deg": beam[2],
           "cell_arcsec": cell, "imsize": imsize, "image_s": time.perf_counter() - t0}
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(work, out_dir)
-    files = {}
-    for kind, p in (("image", fits_path), ("pb", pb_path), ("png", png_path)):
-        final = out_dir / p.name
-        sha, size = digest(final)
-        files[kind] = {"path": str(final), "sha256": sha, "size": size}
+    files = commit_dir(work, out_dir, {"image": fits_path.name, "pb": pb_path.name,
+                                       "png": png_path.name})
     return {"obs_id": obs_id, "dir": str(out_dir), "files": files, "qa": qa,
             "caltables": list(caltables or [])}
 

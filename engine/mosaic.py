@@ -11,7 +11,6 @@ blanked (NaN). The weight map written beside the mosaic is ``sum(w_i B_i^2)``.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 import warnings
@@ -27,7 +26,7 @@ from engine import __version__
 from engine.config import Config
 from engine.errors import StaleProductError
 from engine.image import _mad_rms, quicklook
-from engine.paths import digest
+from engine.paths import commit_dir
 from kernels.mosaic import accumulate
 
 
@@ -123,13 +122,8 @@ def make_mosaic(members: list[dict], out_dir: str, cfg: Config, *, mosaic_id: st
     beam = (hdr.get("BMAJ", np.nan) * 3600, hdr.get("BMIN", np.nan) * 3600, hdr.get("BPA", 0))
     quicklook(np.nan_to_num(mosaic), ppath, title=mosaic_id, beam_arcsec=beam,
               cell_arcsec=cell * 3600)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(work, out_dir)
-    files = {}
-    for kind, p in (("mosaic", mpath), ("weight", wpath), ("png", ppath)):
-        final = out_dir / p.name
-        sha, size = digest(final)
-        files[kind] = {"path": str(final), "sha256": sha, "size": size}
+    files = commit_dir(work, out_dir, {"mosaic": mpath.name, "weight": wpath.name,
+                                       "png": ppath.name})
     rms = _mad_rms(mosaic[np.isfinite(mosaic)])
     peak = float(np.nanmax(mosaic))
     qa = {"rms_jy": rms, "peak_jy": peak, "dynamic_range": peak / rms if rms > 0 else None,

@@ -57,6 +57,24 @@ def verify(path, *, sha256: str, size: int, root) -> Path:
     return p
 
 
+def commit_dir(work, out_dir, names: dict) -> dict:
+    """Replace ``out_dir`` by the finished ``work`` folder; describe its files.
+
+    ``names`` maps a kind to a file name inside the folder. Returns ``{kind: {path, sha256,
+    size}}`` for the task's manifest, computed where the files now are.
+    """
+    import shutil
+
+    out_dir = Path(out_dir)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(work, out_dir)
+    files = {}
+    for kind, name in names.items():
+        sha, size = digest(out_dir / name)
+        files[kind] = {"path": str(out_dir / name), "sha256": sha, "size": size}
+    return files
+
+
 def atomic_move(src, dst) -> Path:
     """Rename ``src`` to ``dst``; across file systems copy, fsync, then rename."""
     import shutil
