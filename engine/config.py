@@ -164,6 +164,12 @@ SCHEMA: tuple[Field, ...] = (
     F("ray.assembly_memory_gb", float, 1.0, "memory reserved per MS assembly task (GB)"),
     F("ray.max_retries", int, 2, "retries of a task that failed on a transient error"),
     F("ray.include_dashboard", bool, False, "start the Ray dashboard with an embedded cluster"),
+    # driver
+    F("driver.max_attempts", int, 3,
+      "runs that take up a failed observation again before it stays failed", minimum=1),
+    F("driver.registry_timeout_s", float, 30.0,
+      "how long a registry write waits for another process's lock before the run stops (s)",
+      minimum=0.1),
     # logging
     F("log.level", str, "INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
 )

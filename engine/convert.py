@@ -15,6 +15,7 @@ Ray tasks):
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -25,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import geometry
+from engine import faults, geometry
 from engine.config import Config
-from engine.errors import InputFileError, ObservationError
+from engine.errors import InputFileError, ObservationError, StorageError
 from engine.paths import digest as paths_digest
 from engine.telescope import Telescope
 from engine.uvh5io import BufferPool, Header, parse_filename, read_header, read_subband
@@ -175,6 +176,7 @@ def convert_subband(path: str, store: str, plan_json: str) -> dict:
     Returns a manifest dict (subband, channels, rows, non-finite count, timings).
     """
     t0 = time.perf_counter()
+    faults.check("convert.subband", path)
     plan = Plan.from_json(plan_json)
     slot = next((s for s in plan.slots if s.path == path), None)
     if slot is None:
@@ -196,7 +198,9 @@ def convert_subband(path: str, store: str, plan_json: str) -> dict:
                                      and np.allclose(ref_keys[2], t_s, rtol=0, atol=1e-8)):
         raise InputFileError(path, "baselines or times differ from the other subbands")
     flags = sb.flags
-    flags[sb.ant1 == sb.ant2] = True  # autocorrelations never enter calibration or imaging
+    cross = sb.ant1 != sb.ant2
+    in_flagged = float(flags[cross].mean()) if cross.any() else 1.0
+    flags[~cross] = True  # autocorrelations never enter calibration or imaging
     n_bad = int((~np.isfinite(sb.vis)).any(axis=(1, 2)).sum())
     # one numba pass: MS row order, MS convention (reversed rows keep their phase), ascending
     # channels, non-finite values zeroed and flagged, per-row weight sums
@@ -219,9 +223,12 @@ def convert_subband(path: str, store: str, plan_json: str) -> dict:
     manifest = {"subband": slot.subband, "path": path, "chan0": slot.chan0,
                 "nchan": slot.nchan, "rows": plan.nrows, "nonfinite_rows": n_bad,
                 "flagged_fraction": float(flags_o.mean()),
+                "input_flagged_fraction": in_flagged,
                 "read_s": t_read, "total_s": time.perf_counter() - t0}
     if n_bad:
         log.warning("%s: %d rows hold NaN/Inf visibilities; flagged", path, n_bad)
+    if in_flagged >= 1.0:
+        log.warning("%s: every cross-correlation is flagged in the file", path)
     m = marker_path(Path(store), slot.subband)
     tmp = m.with_suffix(".tmp")
     tmp.write_text(json.dumps(manifest))
@@ -376,6 +383,9 @@ def assemble_ms(store: str, out_ms: str, cfg: Config) -> dict:
         pointing_ra_dec=pointing, pointing_time_mjd_s=pointing_times)
     z_vis, z_flags = g["vis"], g["flags"]
     wsum, nvalid = g["wsum"][...].sum(axis=1), g["nvalid"][...].sum(axis=1)
+    if not nvalid.any():
+        raise ObservationError(f"{plan.obs_id}: every visibility of every subband is flagged "
+                               "or non-finite; nothing to image")
     # WEIGHT: mean nsamples over unflagged channels (0 for a fully flagged row)
     weight_all = np.where(nvalid > 0, wsum / np.maximum(nvalid, 1), 0).astype(np.float32)
 
@@ -395,7 +405,14 @@ def assemble_ms(store: str, out_ms: str, cfg: Config) -> dict:
         shutil.rmtree(tmp)
     # blocks of whole integrations, about 128 MB of visibilities, in reused buffers
     rows_per_block = plan.nbls * max(1, int(128e6 // max(1, plan.nbls * freqs.size * 8)))
-    write_ms(str(tmp), layout, read_block, rows_per_block=rows_per_block)
+    try:
+        write_ms(str(tmp), layout, read_block, rows_per_block=rows_per_block)
+    except (OSError, RuntimeError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)  # never leave a partial MS behind
+        if _is_no_space(exc):
+            raise StorageError(f"{out_ms}: stage is full while writing the MS ({exc}); "
+                               "partial MS removed, subband blocks kept") from None
+        raise
     t_write = time.perf_counter() - t0
     from engine.msio import read_geometry
     from engine.validate import validate_phasing
@@ -412,6 +429,11 @@ def assemble_ms(store: str, out_ms: str, cfg: Config) -> dict:
             "phasing": cfg.convert.phasing, "phasing_report": phasing_report,
             "write_s": t_write,
             "total_s": time.perf_counter() - t0}
+
+
+def _is_no_space(exc: BaseException) -> bool:
+    """ENOSPC from Python, or casacore's RuntimeError text for it."""
+    return getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc)
 
 
 def read_subband_meta(path: str) -> dict:

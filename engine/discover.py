@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from astropy.time import Time
 
 from engine.config import Config
@@ -147,8 +148,43 @@ def _find_observation(reg: Registry, start_jd: float, dec: float, tol_s: float):
     return min(rows, key=lambda r: abs(r[1] - start_jd))[0]
 
 
+def _same_time_other_dec(reg: Registry, hdr, tol_s: float):
+    """An observation at this file's start time but another pointing declination, if any.
+
+    One correlator dump has one pointing: a file that disagrees is broken, not a second
+    observation.
+    """
+    tol = tol_s / 86400.0
+    row = reg.db.execute(
+        "SELECT obs_id, dec_rad FROM observations WHERE start_jd BETWEEN ? AND ? AND "
+        "abs(dec_rad - ?) >= ? ORDER BY abs(start_jd - ?) LIMIT 1",
+        [hdr.start_jd - tol, hdr.start_jd + tol, hdr.dec_rad, DEC_TOL_RAD,
+         hdr.start_jd]).fetchone()
+    return tuple(row) if row else None
+
+
 def _register(cfg, reg, path, st, fn_jd, sb, hdr, report, old_row):
     """Attach one readable file to its observation (in one transaction)."""
+    with reg.write():
+        obs_id = _find_observation(reg, hdr.start_jd, hdr.dec_rad, cfg.discover.time_tolerance_s)
+        other_dec = _same_time_other_dec(reg, hdr, cfg.discover.time_tolerance_s) \
+            if obs_id is None else None
+        if other_dec is not None:
+            oid, odec = other_dec
+            problem = (f"pointing dec {np.rad2deg(hdr.dec_rad):.4f} deg differs from "
+                       f"observation {oid} at the same time ({np.rad2deg(odec):.4f} deg)")
+            reg.db["files"].upsert({
+                "path": str(path), "obs_id": None, "subband": sb, "status": "quarantined",
+                "header_start_jd": hdr.start_jd, "filename_jd": fn_jd, "dec_rad": hdr.dec_rad,
+                "size": st.st_size, "mtime": st.st_mtime, "error": f"{path}: {problem}",
+                "first_seen_at": old_row["first_seen_at"] if old_row else time.time()},
+                pk="path")
+            reg.event("files", str(path), old_row["status"] if old_row else None,
+                      "quarantined", problem)
+    if other_dec is not None:
+        report.quarantined.append((str(path), problem))
+        log.warning("quarantined %s: %s", path, problem)
+        return
     with reg.write():
         obs_id = _find_observation(reg, hdr.start_jd, hdr.dec_rad, cfg.discover.time_tolerance_s)
         if obs_id is None:

@@ -21,6 +21,9 @@ class InputFileError(EngineError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):  # Ray pickles task errors: keep (path, problem)
+        return (self.__class__, (self.path, self.problem))
+
 
 class FileNotReadyError(InputFileError):
     """A file still being written (size changing or HDF5 not yet openable): look again later."""
@@ -50,5 +53,14 @@ class CasaTaskError(EngineError):
     """A CASA task failed or produced no output."""
 
 
+class StorageError(EngineError):
+    """Writing to stage or products failed (disk full, read-only). Retried on a later run."""
+
+
 class TransientError(EngineError):
     """A failure worth retrying (disk briefly busy, registry locked, worker lost)."""
+
+
+# Errors that say the INPUT is bad: the observation is quarantined (a rerun will not help).
+# Every other failure leaves it 'failed', and a later run retries it (driver.max_attempts).
+BAD_INPUT = (InputFileError, ObservationError, PathSafetyError)

@@ -23,6 +23,7 @@ import numpy as np
 from engine import __version__
 from engine.casaenv import import_casatools
 from engine.config import Config
+from engine import faults
 from engine.errors import CasaTaskError
 from engine.paths import commit_dir
 from engine.telescope import C_M_S, airy_beam
@@ -127,6 +128,7 @@ def _tclean(ct, casatasks, ms, work: Path, fits_path: Path, cfg, cell, imsize, g
     cwd = os.getcwd()
     os.chdir(work)  # CASA drops helper files in the working directory
     try:
+        faults.check("casa.tclean", ms)
         casatasks.tclean(**common, niter=0)
         ia = ct.image()
         ia.open(base + ".residual" + tt)
@@ -136,8 +138,8 @@ def _tclean(ct, casatasks, ms, work: Path, fits_path: Path, cfg, cell, imsize, g
             thr = cfg.image.threshold_jy or cfg.image.threshold_sigma * rms
             casatasks.tclean(**common, niter=cfg.image.niter, threshold=f"{thr}Jy",
                              calcpsf=False, calcres=False, restart=True)
-    except RuntimeError as exc:
-        raise CasaTaskError(f"tclean on {ms}: {exc}") from None
+    except Exception as exc:  # CASA tasks raise RuntimeError, ValueError, AssertionError...
+        raise CasaTaskError(f"tclean on {ms}: {exc.__class__.__name__}: {exc}") from None
     finally:
         os.chdir(cwd)
     if not Path(base + ".image" + tt).exists():
@@ -188,6 +190,7 @@ def image_observation(ms: str, out_dir: str, cfg: Config, *, obs_id: str,
     import casatasks
 
     t0 = time.perf_counter()
+    faults.check("image.start", obs_id)
     out_dir = Path(out_dir)
     work = out_dir.with_name(out_dir.name + ".tmp")
     if work.exists():

@@ -14,17 +14,26 @@ import tempfile
 
 import ray
 
+from engine import faults
 from engine.casaenv import casa_env_vars
-from engine.config import Config
+from engine.config import Config, env
 from engine.errors import TransientError
 
 log = logging.getLogger(__name__)
 
-CONVERT_ENV = {"env_vars": {"DSA110_WORKER_KIND": "convert"}}
+
+def _passed_on() -> dict:
+    """Variables the driver hands to its workers (fault injection, for tests)."""
+    text = env(faults.VAR)
+    return {faults.VAR: text} if text else {}
+
+
+def convert_runtime_env() -> dict:
+    return {"env_vars": {"DSA110_WORKER_KIND": "convert", **_passed_on()}}
 
 
 def casa_runtime_env() -> dict:
-    return {"env_vars": {"DSA110_WORKER_KIND": "casa", **casa_env_vars()}}
+    return {"env_vars": {"DSA110_WORKER_KIND": "casa", **casa_env_vars(), **_passed_on()}}
 
 
 def init(cfg: Config) -> dict:
@@ -87,7 +96,7 @@ def _mosaic(members, out_dir, cfg, mosaic_id):
 
 
 def submit_mosaic(mosaic_id: str, members: list, out_dir: str, cfg: Config):
-    return _mosaic.options(name=f"mosaic[{mosaic_id}]", runtime_env=CONVERT_ENV,
+    return _mosaic.options(name=f"mosaic[{mosaic_id}]", runtime_env=convert_runtime_env(),
                            memory=_gb(cfg.ray.assembly_memory_gb)
                            ).remote(members, out_dir, cfg, mosaic_id)
 
@@ -106,11 +115,11 @@ def submit_conversion(obs_id: str, plan, todo, store: str, out_ms: str, cfg: Con
         if s.subband not in todo:
             continue
         refs.append(_convert_subband.options(
-            name=f"convert[{obs_id} sb{s.subband:02d}]", runtime_env=CONVERT_ENV,
+            name=f"convert[{obs_id} sb{s.subband:02d}]", runtime_env=convert_runtime_env(),
             memory=_gb(cfg.ray.task_memory_gb), max_retries=cfg.ray.max_retries,
         ).remote(s.path, store, plan.to_json()))
     return _assemble.options(
-        name=f"assemble[{obs_id}]", runtime_env=CONVERT_ENV,
+        name=f"assemble[{obs_id}]", runtime_env=convert_runtime_env(),
         memory=_gb(cfg.ray.assembly_memory_gb), max_retries=cfg.ray.max_retries,
     ).remote(store, out_ms, cfg, *refs)
 

@@ -25,15 +25,15 @@ OBS_STATES = {
     "discovered": {"complete", "incomplete", "quarantined"},
     "incomplete": {"complete", "quarantined"},
     "complete": {"converting", "quarantined"},
-    "converting": {"converted", "failed", "complete"},
-    "converted": {"calibrating", "awaiting_calibration", "imaging", "failed"},
+    "converting": {"converted", "failed", "complete", "quarantined"},
+    "converted": {"calibrating", "awaiting_calibration", "imaging", "failed", "quarantined"},
     "calibrating": {"imaging", "awaiting_calibration", "failed", "converted"},
     "awaiting_calibration": {"imaging", "failed"},
     "imaging": {"imaged", "failed", "converted"},
     "imaged": {"mosaicked"},
     "mosaicked": set(),
-    "failed": {"complete"},
-    "quarantined": set(),
+    "failed": {"complete", "converted"},  # taken up again by a later run
+    "quarantined": set(),  # bad input: only a person (reconcile) brings it back
 }
 PRODUCT_STATES = {
     "staging": {"validated", "rejected"},
@@ -114,6 +114,7 @@ class Registry:
 
     def __init__(self, path, *, timeout_s: float = 30.0):
         self.path = Path(path)
+        self.timeout_s = timeout_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None,
                                check_same_thread=False)
@@ -141,8 +142,18 @@ class Registry:
     @contextmanager
     def write(self):
         """A short IMMEDIATE transaction: takes the write lock up front, so two writers
-        serialize instead of failing half-way."""
-        self.db.execute("BEGIN IMMEDIATE")
+        serialize instead of failing half-way.
+
+        Another process holding the lock longer than the busy timeout raises
+        :class:`RegistryError` naming the file (nothing was written).
+        """
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise RegistryError(f"{self.path}: locked by another process for more than "
+                                    f"{self.timeout_s:g} s ({exc})") from None
+            raise
         try:
             yield self.db
         except BaseException:

@@ -27,10 +27,10 @@ from engine import discover, raytasks, windows
 from engine.calibrate import find_transit
 from engine.config import Config, load
 from engine.convert import plan_observation, prepare_store
-from engine.errors import EngineError, IllegalTransition, StaleProductError
+from engine.errors import BAD_INPUT, EngineError, IllegalTransition, StaleProductError
 from engine.paths import confine, verify
 from engine.publish import register_image, register_mosaic, validate_and_publish
-from engine.registry import Registry
+from engine.registry import OBS_STATES, Registry
 from engine.run_state import Areas, RunSummary, lease_abandoned
 from engine.telescope import Telescope
 
@@ -45,7 +45,7 @@ class Driver:
     def __init__(self, cfg: Config, base: Path):
         self.cfg = cfg
         self.areas = Areas.from_config(cfg, base)
-        self.reg = Registry(self.areas.registry)
+        self.reg = Registry(self.areas.registry, timeout_s=cfg.driver.registry_timeout_s)
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.tel = Telescope(cfg)
         self.inflight: dict = {}  # ObjectRef -> (obs_id or mosaic_id, step)
@@ -76,12 +76,51 @@ class Driver:
         for mos in self.reg.db["mosaics"].rows_where("state = 'mosaicking'"):
             self.reg.transition("mosaics", mos["mosaic_id"], "planned",
                                 error="driver restarted during mosaicking")
+        self.retry_failed()
+        self.republish()
 
-    def fail(self, obs_id: str, err: str):
-        log.error("observation %s failed: %s", obs_id, err)
+    def retry_failed(self):
+        """Take up failed observations again (at most ``driver.max_attempts`` runs each).
+
+        'failed' means the input was fine and a step broke (full disk, CASA error, lost
+        worker); bad input is 'quarantined' instead and never retried automatically. An
+        observation whose MS still checks out resumes from it; otherwise it is converted
+        again (from any subband blocks still verified in stage).
+        """
+        limit = self.cfg.driver.max_attempts
+        for obs in self.reg.db["observations"].rows_where(
+                "state = 'failed' AND coalesce(attempts, 0) < ?", [limit]):
+            target = "complete"
+            if obs["manifest"]:
+                try:
+                    self.verified_ms(obs)
+                    target = "converted"
+                except EngineError:
+                    pass
+            log.warning("retrying %s (attempt %d of %d) from %s; it failed with: %s",
+                        obs["obs_id"], (obs["attempts"] or 0) + 1, limit, target, obs["error"])
+            self.reg.transition("observations", obs["obs_id"], target, lease_owner=None)
+        for mos in self.reg.db["mosaics"].rows_where("state = 'failed'"):
+            self.reg.transition("mosaics", mos["mosaic_id"], "planned")
+
+    def republish(self):
+        """Publish products a previous run made but could not move (products not writable)."""
+        for row in self.reg.db["products"].rows_where(
+                "state IN ('staging', 'validated')", order_by="data_id"):
+            if row["kind"] == "image":
+                qa = json.loads(self.reg.get("images", row["data_id"].split(":", 1)[1])["qa"])
+            else:
+                qa = json.loads(self.reg.get("mosaics", row["data_id"])["manifest"])["qa"]
+            self.publish(row["data_id"], qa)
+
+    def fail(self, obs_id: str, err: str, *, bad_input: bool = False):
+        """Record a failed step: 'quarantined' for bad input, else 'failed' (retried later)."""
+        row = self.reg.get("observations", obs_id)
+        new = "quarantined" if bad_input and "quarantined" in \
+            OBS_STATES[row["state"]] else "failed"
+        log.error("observation %s %s: %s", obs_id, new, err)
         try:
-            row = self.reg.get("observations", obs_id)
-            self.reg.transition("observations", obs_id, "failed", error=err[:2000],
+            self.reg.transition("observations", obs_id, new, error=err[:2000],
                                 attempts=(row["attempts"] or 0) + 1, lease_owner=None)
         except IllegalTransition as exc:
             log.error("%s", exc)
@@ -195,7 +234,9 @@ class Driver:
                     self.summary.order.append(obs_id)
                     self.start_conversion(obs)
             except EngineError as exc:
-                self.fail(obs_id, str(exc))
+                self.fail(obs_id, str(exc), bad_input=isinstance(exc, BAD_INPUT))
+            except OSError as exc:  # stage full or not writable while preparing the store
+                self.fail(obs_id, f"stage: {exc}")
 
     # --- steps ----------------------------------------------------------------------------
     def start_conversion(self, obs: dict):
@@ -383,13 +424,29 @@ class Driver:
         for obs_id in manifest["members"]:
             if self.reg.get("observations", obs_id)["state"] == "imaged":
                 self.reg.transition("observations", obs_id, "mosaicked")
-        row = validate_and_publish(self.reg, self.cfg, data_id, manifest["qa"],
-                                   stage_root=self.areas.stage,
-                                   products_root=self.areas.products)
-        if row["state"] == "published":
-            self.reg.transition("mosaics", mosaic_id, "published")
-            self.summary.mosaics.append(mosaic_id)
-            self.summary.published.append(data_id)
+        self.publish(data_id, manifest["qa"])
+
+    def publish(self, data_id: str, qa: dict) -> bool:
+        """QA, validate and move one product to products/. A product that cannot be moved
+        stays in stage with the reason recorded; the next run tries again."""
+        try:
+            row = validate_and_publish(self.reg, self.cfg, data_id, qa,
+                                       stage_root=self.areas.stage,
+                                       products_root=self.areas.products)
+        except EngineError as exc:
+            log.error("%s", exc)
+            self.summary.failed[data_id] = str(exc)
+            return False
+        if row["state"] != "published":
+            return False
+        self.summary.published.append(data_id)
+        if row["kind"] == "mosaic":
+            if self.reg.get("mosaics", data_id)["state"] == "mosaicked":
+                self.reg.transition("mosaics", data_id, "published")
+            self.summary.mosaics.append(data_id)
+        else:
+            self.settle_stage(data_id.split(":", 1)[1])
+        return True
 
     def complete(self, ref, obs_id: str, step: str):
         try:
@@ -401,15 +458,22 @@ class Driver:
                 self.reg.transition("mosaics", obs_id, "failed", error=str(cause)[:2000])
                 self.summary.failed[obs_id] = str(cause)
             else:
-                self.fail(obs_id, f"{step}: {cause}")
+                self.fail(obs_id, f"{step}: {cause}", bad_input=isinstance(cause, BAD_INPUT))
 
     def done_convert(self, obs_id: str, manifest: dict):
         verify(manifest["ms_path"], sha256=manifest["sha256"], size=manifest["size"],
                root=self.areas.stage)
         lean = {k: v for k, v in manifest.items() if k != "subbands"}
+        lean["warnings"] = input_warnings(manifest.get("subbands", []))
         self.reg.transition("observations", obs_id, "converted", expect="converting",
                             ms_path=manifest["ms_path"], manifest=json.dumps(lean),
                             error=None)
+        if lean["warnings"]:
+            with self.reg.write():
+                self.reg.event("observations", obs_id, "converted", "converted",
+                               {"warnings": lean["warnings"]})
+            for w in lean["warnings"]:
+                log.warning("%s: %s", obs_id, w)
         store = Path(manifest["ms_path"]).with_suffix(".zarr")
         shutil.rmtree(store, ignore_errors=True)
         nbytes = self.reg.db.execute("SELECT sum(size) FROM files WHERE obs_id = ? AND "
@@ -435,17 +499,7 @@ class Driver:
                             image_path=manifest["files"]["image"]["path"])
         self.summary.imaged.append(obs_id)
         self.reg.release(obs_id, self.owner)
-        try:
-            row = validate_and_publish(self.reg, self.cfg, data_id, manifest["qa"],
-                                       stage_root=self.areas.stage,
-                                       products_root=self.areas.products)
-        except EngineError as exc:  # the image is safe in stage; the reason is recorded
-            log.error("%s", exc)
-            self.summary.failed[data_id] = str(exc)
-            return
-        if row["state"] == "published":
-            self.summary.published.append(data_id)
-            self.settle_stage(obs_id)
+        self.publish(data_id, manifest["qa"])
 
     def settle_stage(self, obs_id: str):
         """After publication the MS is kept (reason recorded) or removed from stage."""
@@ -457,6 +511,18 @@ class Driver:
                                      f"(publish.keep_ms = {str(keep).lower()})"})
         if not keep and obs["ms_path"]:
             shutil.rmtree(confine(obs["ms_path"], self.areas.stage), ignore_errors=True)
+
+
+def input_warnings(subbands: list) -> list:
+    """Problems in an observation's files that conversion flagged rather than rejected."""
+    out = []
+    for m in sorted(subbands, key=lambda m: m["subband"]):
+        if m.get("nonfinite_rows"):
+            out.append(f"{m['path']}: {m['nonfinite_rows']} of {m['rows']} rows hold NaN/Inf "
+                       "visibilities (flagged)")
+        if m.get("input_flagged_fraction", 0) >= 1.0:
+            out.append(f"{m['path']}: every visibility is flagged in the file")
+    return out
 
 
 def run(cfg: Config, base: Path, *, once: bool = True, poll_s: float = 2.0,

@@ -46,10 +46,10 @@ def test_run_publishes_images_in_observation_order(run_dir):
     starts = sorted(obs.values(), key=lambda r: r["start_jd"])
     expect = [r["obs_id"] for r in starts if r["n_subbands"] == 16]
     assert summary.order == expect  # oldest observation time first, not arrival order
-    # the broken observation failed with a reason; the others finished normally
+    # the broken observation is quarantined with a reason; the others finished normally
     assert list(summary.failed) == [starts[3]["obs_id"]]
     assert "do not tile one contiguous band" in starts[3]["error"]
-    assert starts[3]["state"] == "failed"
+    assert starts[3]["state"] == "quarantined"
     assert len(summary.published) == 2
     # the incomplete observation waits (never converted)
     assert starts[1]["state"] == "discovered" and starts[1]["n_subbands"] == 15

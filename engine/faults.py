@@ -1,0 +1,44 @@
+"""Named fault-injection points, so tests can break a real run where it hurts.
+
+``DSA110_FAULTS`` holds comma-separated ``point@pattern=action`` entries; ``pattern`` is an
+fnmatch pattern on the key the code passes (an observation ID or a path), ``action`` is
+``raise`` (a RuntimeError, as a failing library call would raise) or ``sleep:<seconds>``.
+Unset (the normal case) every check is a dictionary lookup that does nothing. The driver
+passes the variable on to its Ray workers (:mod:`engine.raytasks`).
+
+Points: ``casa.tclean`` (inside the guarded tclean call, key = MS path),
+``convert.subband`` (start of a subband task, key = file path), ``image.start`` (start of
+an image task, key = observation ID).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+
+from engine.config import env
+
+VAR = "DSA110_FAULTS"
+
+
+def _parse(text: str) -> list[tuple[str, str, str]]:
+    out = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        target, _, action = item.partition("=")
+        point, _, pattern = target.partition("@")
+        out.append((point, pattern or "*", action or "raise"))
+    return out
+
+
+def check(point: str, key: str):
+    """Act on ``point`` if the environment asks for a fault there for ``key``."""
+    text = env(VAR, "")
+    if not text:
+        return
+    for p, pattern, action in _parse(text):
+        if p != point or not fnmatch.fnmatch(str(key), pattern):
+            continue
+        if action.startswith("sleep:"):
+            time.sleep(float(action.split(":", 1)[1]))
+        elif action == "raise":
+            raise RuntimeError(f"injected fault at {point} for {key}")
