@@ -403,6 +403,13 @@ def assemble_ms(store: str, out_ms: str, cfg: Config) -> dict:
     tmp = out_ms.with_name(out_ms.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
+    # casacore aborts the whole process when a table cannot be flushed to a full disk, so
+    # the space is checked before anything is written
+    need = ms_size_estimate(plan.nrows, freqs.size, plan.npols)
+    free = shutil.disk_usage(out_ms.parent).free
+    if free < need:
+        raise StorageError(f"{out_ms}: stage is full: {free / 1e6:.1f} MB free, the MS needs "
+                           f"about {need / 1e6:.1f} MB; nothing written, subband blocks kept")
     # blocks of whole integrations, about 128 MB of visibilities, in reused buffers
     rows_per_block = plan.nbls * max(1, int(128e6 // max(1, plan.nbls * freqs.size * 8)))
     try:
@@ -429,6 +436,15 @@ def assemble_ms(store: str, out_ms: str, cfg: Config) -> dict:
             "phasing": cfg.convert.phasing, "phasing_report": phasing_report,
             "write_s": t_write,
             "total_s": time.perf_counter() - t0}
+
+
+def ms_size_estimate(nrows: int, nchan: int, npols: int) -> int:
+    """Bytes an MS needs: DATA (complex64) and FLAG per visibility, ~160 B of row columns,
+    20 % for storage-manager overheads, two spare buckets per big column, 2 MB of subtables."""
+    from engine.msio import bucket_bytes
+
+    return (int(1.2 * nrows * (nchan * npols * 9 + 160))
+            + 4 * bucket_bytes(nrows, nchan, npols) + (2 << 20))
 
 
 def _is_no_space(exc: BaseException) -> bool:

@@ -181,21 +181,14 @@ def _wsclean(ms, work: Path, fits_path: Path, cfg, cell, imsize, geo, datacolumn
         f.unlink()
 
 
-def image_observation(ms: str, out_dir: str, cfg: Config, *, obs_id: str,
-                      caltables: list | None = None) -> dict:
-    """tclean one MS; write FITS image, FITS primary beam, PNG and QA into ``out_dir``."""
+def _image_into(work: Path, ms: str, cfg: Config, obs_id: str, caltables, ct, casatasks,
+                t0: float) -> tuple[dict, dict]:
+    """Apply calibration, image, and write image/pb/png FITS into ``work``.
+
+    Returns (QA dict, {kind: file name}).
+    """
     from astropy.io import fits
 
-    ct = import_casatools()
-    import casatasks
-
-    t0 = time.perf_counter()
-    faults.check("image.start", obs_id)
-    out_dir = Path(out_dir)
-    work = out_dir.with_name(out_dir.name + ".tmp")
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
     if caltables:
         from engine.calibrate import apply
 
@@ -246,8 +239,28 @@ def image_observation(ms: str, out_dir: str, cfg: Config, *, obs_id: str,
           "dynamic_range": peak / rms if rms > 0 else None,
           "bmaj_arcsec": beam[0], "bmin_arcsec": beam[1], "bpa_deg": beam[2],
           "cell_arcsec": cell, "imsize": imsize, "image_s": time.perf_counter() - t0}
-    files = commit_dir(work, out_dir, {"image": fits_path.name, "pb": pb_path.name,
-                                       "png": png_path.name})
+    return qa, {"image": fits_path.name, "pb": pb_path.name, "png": png_path.name}
+
+
+def image_observation(ms: str, out_dir: str, cfg: Config, *, obs_id: str,
+                      caltables: list | None = None) -> dict:
+    """tclean one MS; write FITS image, FITS primary beam, PNG and QA into ``out_dir``."""
+    ct = import_casatools()
+    import casatasks
+
+    t0 = time.perf_counter()
+    faults.check("image.start", obs_id)
+    out_dir = Path(out_dir)
+    work = out_dir.with_name(out_dir.name + ".tmp")
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    try:
+        qa, names = _image_into(work, ms, cfg, obs_id, caltables, ct, casatasks, t0)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)  # no partial image is left in stage
+        raise
+    files = commit_dir(work, out_dir, names)
     return {"obs_id": obs_id, "dir": str(out_dir), "files": files, "qa": qa,
             "caltables": list(caltables or [])}
 

@@ -46,7 +46,13 @@ class MSLayout:
     pointing_time_mjd_s: np.ndarray  # (Ntimes,)
 
 
-def _create(path: str, nchan: int, npol: int):
+def bucket_bytes(nrows: int, nchan: int, npol: int) -> int:
+    """StandardStMan bucket for DATA: 32 MB (fast for full observations), but never more
+    than the column holds (two buckets are allocated up front: a small MS stays small)."""
+    return int(min(32 << 20, max(64 << 10, nrows * nchan * npol * 8)))
+
+
+def _create(path: str, nchan: int, npol: int, nrows: int):
     tables = import_casacore_tables()
     desc = tables.required_ms_desc("MAIN")
     desc["UVW"].update(dataManagerType="TiledColumnStMan", dataManagerGroup="TiledUVW")
@@ -70,7 +76,7 @@ def _create(path: str, nchan: int, npol: int):
     dminfo = tables.makedminfo(desc)
     for spec in dminfo.values():
         if spec["NAME"] in ("DataSSM", "FlagSSM"):
-            spec["SPEC"] = {"BUCKETSIZE": 32 * 1024 * 1024}
+            spec["SPEC"] = {"BUCKETSIZE": bucket_bytes(nrows, nchan, npol)}
     return tables.default_ms(path, desc, dminfo)
 
 
@@ -84,7 +90,7 @@ def write_ms(path: str, layout: MSLayout, read_block, *, rows_per_block: int):
     tables = import_casacore_tables()
     nrows = layout.time_mjd_s.size
     nchan, npol = layout.freq_hz.size, layout.corr_aips.size
-    ms = _create(path, nchan, npol)
+    ms = _create(path, nchan, npol, nrows)
     try:
         ms.addrows(nrows)
         ms.putcol("TIME", layout.time_mjd_s)

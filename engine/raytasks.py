@@ -23,9 +23,11 @@ log = logging.getLogger(__name__)
 
 
 def _passed_on() -> dict:
-    """Variables the driver hands to its workers (fault injection, for tests)."""
-    text = env(faults.VAR)
-    return {faults.VAR: text} if text else {}
+    """Variables the driver hands to its workers (fault injection, for tests).
+
+    Always set, even empty: workers otherwise inherit whatever the Ray node was started with.
+    """
+    return {faults.VAR: env(faults.VAR) or ""}
 
 
 def convert_runtime_env() -> dict:

@@ -27,7 +27,8 @@ from engine import discover, raytasks, windows
 from engine.calibrate import find_transit
 from engine.config import Config, load
 from engine.convert import plan_observation, prepare_store
-from engine.errors import BAD_INPUT, EngineError, IllegalTransition, StaleProductError
+from engine.errors import (BAD_INPUT, EngineError, IllegalTransition, RegistryError,
+                           StaleProductError)
 from engine.paths import confine, verify
 from engine.publish import register_image, register_mosaic, validate_and_publish
 from engine.registry import OBS_STATES, Registry
@@ -452,12 +453,17 @@ class Driver:
         try:
             manifest = ray.get(ref)
             getattr(self, f"done_{step}")(obs_id, manifest)
+        except RegistryError:
+            raise  # the registry cannot record anything: stop; the next run recovers
         except (ray.exceptions.RayError, EngineError) as exc:
             cause = getattr(exc, "cause", None) or exc
             if step == "mosaic":
                 self.reg.transition("mosaics", obs_id, "failed", error=str(cause)[:2000])
                 self.summary.failed[obs_id] = str(cause)
             else:
+                if step == "convert":  # a worker that died mid-write leaves its temporary MS
+                    tmp = confine(f"{obs_id}/{obs_id}.ms.tmp", self.areas.stage)
+                    shutil.rmtree(tmp, ignore_errors=True)
                 self.fail(obs_id, f"{step}: {cause}", bad_input=isinstance(cause, BAD_INPUT))
 
     def done_convert(self, obs_id: str, manifest: dict):
