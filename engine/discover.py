@@ -56,6 +56,7 @@ class ScanReport:
 
 def _list_candidates(incoming: Path, report: ScanReport, reg: Registry) -> list[Path]:
     out = []
+    root = incoming.resolve()
     try:
         entries = list(os.scandir(incoming))
     except FileNotFoundError:
@@ -67,9 +68,13 @@ def _list_candidates(incoming: Path, report: ScanReport, reg: Registry) -> list[
         try:
             if not e.is_file():  # follows symlinks; a loop or dangling link raises/false
                 raise OSError("not a regular file")
-            p.resolve(strict=True)
+            real = p.resolve(strict=True)
         except (OSError, RuntimeError) as exc:
             _quarantine_file(reg, p, f"cannot follow path ({exc})", report)
+            continue
+        if not real.is_relative_to(root):
+            _quarantine_file(reg, p, f"symlink leads outside the incoming folder, to {real}",
+                             report)
             continue
         out.append(p)
     return sorted(out)

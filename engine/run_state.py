@@ -9,6 +9,7 @@ from pathlib import Path
 
 from engine import windows
 from engine.config import Config
+from engine.errors import ConfigError
 
 
 @dataclass
@@ -20,9 +21,22 @@ class Areas:
 
     @classmethod
     def from_config(cls, cfg: Config, base: Path) -> "Areas":
+        """The run's areas; a ``..`` in a configured path, or two areas inside each other,
+        is a :class:`ConfigError` (cleaning stage must never touch incoming or products)."""
         keys = ("incoming", "stage", "products", "registry")
+        for k in keys:
+            if ".." in Path(getattr(cfg.paths, k)).parts:
+                raise ConfigError(f"paths.{k} = {getattr(cfg.paths, k)!r}: '..' is not "
+                                  "allowed; give an absolute path instead")
         a = cls(*(cfg.resolve_path(k, base) for k in keys))
-        for p in (a.incoming, a.stage, a.products):
+        dirs = {"incoming": a.incoming, "stage": a.stage, "products": a.products}
+        for k1, p1 in dirs.items():
+            for k2, p2 in dirs.items():
+                r1, r2 = p1.resolve(), p2.resolve()
+                if k1 != k2 and (r1 == r2 or r1.is_relative_to(r2)):
+                    raise ConfigError(f"paths.{k1} ({r1}) lies inside paths.{k2} ({r2}); the "
+                                      "areas must be separate folders")
+        for p in dirs.values():
             p.mkdir(parents=True, exist_ok=True)
         return a
 
