@@ -283,3 +283,15 @@ def test_unreadable_file_is_quarantined_with_its_name(one_obs, tmp_path):
     assert st == "quarantined" and str(victim) in err and "permission denied" in err
     assert sum(s == "ok" for s, _ in status.values()) == 15
     assert victim.exists() and victim.stat().st_mode & 0o777 == 0
+
+
+def test_observation_with_every_visibility_flagged_is_refused(copy_obs, ci_cfg, tmp_path):
+    from engine.convert import convert_local
+    from engine.errors import ObservationError
+
+    files = sorted(copy_obs.glob("*.hdf5"))
+    for p in files:
+        _edit(p, _all_flagged)
+    with pytest.raises(ObservationError, match="every visibility of every subband is flagged"):
+        convert_local(files, str(tmp_path / "x.ms"), ci_cfg, workdir=tmp_path)
+    assert not (tmp_path / "x.ms").exists() and not (tmp_path / "x.ms.tmp").exists()
