@@ -18,7 +18,7 @@ import sqlite_utils
 
 from engine.errors import IllegalTransition, RegistryError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # state machines: state -> states it may move to
 OBS_STATES = {
@@ -104,7 +104,16 @@ def _v4(db: sqlite_utils.Database):
     db["mosaics"].add_column("manifest", str)
 
 
-MIGRATIONS = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
+def _v5(db: sqlite_utils.Database):
+    """Indexes for a registry holding years of rows. (No index on files.status alone: SQLite
+    would pick it for per-observation questions and scan millions of 'ok' rows.)"""
+    db["files"].create_index(["obs_id", "status"])
+    db["products"].create_index(["state"])
+    db["mosaics"].create_index(["state"])
+    db["observations"].create_index(["start_jd"])
+
+
+MIGRATIONS = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5}
 
 
 class Registry:

@@ -56,6 +56,7 @@ class Driver:
         self._last_counts = None
         self._metrics = None
         self._verified_tables: set = set()
+        self._mosaic_fp = None
 
     # --- bookkeeping ----------------------------------------------------------------------
     def recover(self):
@@ -371,9 +372,18 @@ class Driver:
         check is recorded as failed with the reason instead of being released.
         """
         m = self.cfg.mosaic
+        busy = {k for k, step in self.inflight.values() if step == "mosaic"}
+        # planning reads every observation (0.3 s for a year's registry): only when an
+        # observation or mosaic row changed since the last look
+        fp = (self.reg.db.execute("SELECT count(*), max(updated_at) FROM observations"
+                                  ).fetchone(),
+              self.reg.db.execute("SELECT count(*), max(updated_at) FROM mosaics").fetchone(),
+              frozenset(busy))
+        if fp == self._mosaic_fp:
+            return
+        self._mosaic_fp = fp
         rows = list(self.reg.db["observations"].rows_where(
             select="obs_id, start_jd, end_jd, dec_rad, state"))
-        busy = {k for k, step in self.inflight.values() if step == "mosaic"}
         for win, members in windows.plan(rows, size=m.size, overlap=m.overlap,
                                          max_gap_obs=m.max_gap_obs,
                                          max_span_min=m.max_span_min):

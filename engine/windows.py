@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 
 from astropy.time import Time
 
@@ -31,7 +32,10 @@ class Window:
     end_jd: float
 
 
-def mosaic_id_for(members, start_jd: float) -> str:
+@lru_cache(maxsize=1 << 16)
+def mosaic_id_for(members: tuple, start_jd: float) -> str:
+    """``mosaic_<start, to the second>_n<size>_<hash of the members>``; cached, since the
+    driver re-plans every loop over a registry that may hold years of observations."""
     iso = Time(start_jd, format="jd").isot[:19].replace(":", "-")
     h = hashlib.sha256("|".join(members).encode()).hexdigest()[:6]
     return f"mosaic_{iso}_n{len(members)}_{h}"

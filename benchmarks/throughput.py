@@ -1,0 +1,203 @@
+"""End-to-end throughput (observations per hour, real-time factor) and the mosaic step.
+
+The end-to-end case runs the real driver on a local Ray cluster of 1 and of 2 worker CPUs
+over 12 observations holding one 3C286 transit: discovery, conversion, calibration,
+imaging, publication and the 10-observation mosaic, exactly as ``dsa110-engine run``.
+
+At small scale all 12 observations are written before the run starts. At full scale they
+do not fit on this disk at once (12 x 2.3 GB of input plus the Measurement Sets), so a
+feeder thread writes them one after another (each appears atomically, by rename), never
+more than two ahead of conversion, and removes the input files of converted observations,
+as the telescope's archiver would; the simulator then shares the cores with the engine,
+which the figures include.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from engine import config
+
+CADENCE_S = 309.0
+DONE = ("imaged", "mosaicked", "failed", "quarantined")
+
+
+def _states(db: Path) -> dict:
+    if not db.exists():
+        return {}
+    c = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return dict(c.execute("SELECT obs_id, state FROM observations").fetchall())
+    except sqlite3.OperationalError:
+        return {}
+    finally:
+        c.close()
+
+
+def _feeder(cfg, base: Path, driver, nobs: int, errors: list):
+    """Write observations into incoming as the correlator would; stop the driver when done."""
+    from engine import simulate
+    from engine.telescope import Telescope
+
+    try:
+        tel = Telescope(cfg)
+        run_cfg, cal, _ = simulate.calibrator_run(cfg, tel)
+        sky = simulate.make_sky(run_cfg, tel, calibrators=[cal])
+        gains = simulate.make_gains(run_cfg, simulate.simulated_stations(run_cfg, tel))
+        scratch, inc = base / "scratch", base / "incoming"
+        db = base / "registry.sqlite"
+        fed: list[list[Path]] = []
+        for i, t0 in enumerate(simulate.obs_start_times_jd(run_cfg)):
+            while True:  # at most two observations waiting for conversion
+                st = _states(db)
+                waiting = sum(1 for s in st.values()
+                              if s in ("discovered", "complete", "converting"))
+                if len(fed) - len(st) + waiting < 2:
+                    break
+                time.sleep(1.0)
+            paths = simulate.simulate_observation(run_cfg, tel, t0, scratch, sky=sky,
+                                                  gains=gains, obs_index=i)
+            moved = []
+            for p in paths:
+                os.replace(p, inc / p.name)
+                moved.append(inc / p.name)
+            fed.append(moved)
+            _archive_converted(db, fed)
+        while True:
+            st = _states(db)
+            _archive_converted(db, fed)
+            if len(st) >= nobs and all(s in DONE for s in st.values()) and \
+                    not driver.inflight:
+                break
+            time.sleep(1.0)
+    except Exception as exc:  # reported by the case, never swallowed
+        errors.append(repr(exc))
+    finally:
+        driver.request_stop()
+
+
+def _archive_converted(db: Path, fed: list):
+    """Remove inputs of observations whose MS exists (what an archiver would move away)."""
+    c = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) if db.exists() else None
+    if c is None:
+        return
+    try:
+        for files in fed:
+            if not files or not files[0].exists():
+                continue
+            row = c.execute("SELECT o.state FROM files f JOIN observations o USING (obs_id) "
+                            "WHERE f.path = ?", [str(files[0])]).fetchone()
+            if row and row[0] not in ("discovered", "complete", "converting", "incomplete"):
+                for p in files:
+                    p.unlink(missing_ok=True)
+    except sqlite3.OperationalError:
+        pass
+    finally:
+        c.close()
+
+
+def run_e2e(flat: dict, work: Path, cpus: int, *, feed: bool) -> dict:
+    import ray
+
+    from engine import scheduler, simulate
+
+    base = work / f"e2e_{cpus}cpu"
+    shutil.rmtree(base, ignore_errors=True)
+    (base / "incoming").mkdir(parents=True)
+    cfg = config.load(None, {**flat, "ray.num_cpus": cpus})
+    if ray.is_initialized():
+        ray.shutdown()
+    t_sim = 0.0
+    errors: list = []
+    if feed:
+        driver = scheduler.Driver(cfg, base)
+        th = threading.Thread(target=_feeder, args=(cfg, base, driver, cfg.sim.nobs, errors),
+                              daemon=True)
+        t0 = time.perf_counter()
+        th.start()
+        summary = driver.run(once=False, poll_s=1.0)
+        wall = time.perf_counter() - t0
+        th.join()
+    else:
+        t0 = time.perf_counter()
+        simulate.simulate_run(cfg, base / "incoming")
+        t_sim = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        summary = scheduler.run(cfg, base)
+        wall = time.perf_counter() - t0
+    ray.shutdown()
+    if errors:
+        raise RuntimeError(f"feeder failed: {errors}")
+    n = len(summary.imaged)
+    return {"cpus": cpus, "observations": cfg.sim.nobs, "imaged": n,
+            "calibrated": len(summary.calibrated), "mosaics": len(summary.mosaics),
+            "published": len(summary.published), "failed": len(summary.failed),
+            "simulate_s": t_sim, "wall_s": wall, "fed_while_running": feed,
+            "obs_per_hour": n / wall * 3600 if n else 0.0,
+            "real_time_factor": wall / (n * CADENCE_S) if n else None,
+            "backend": cfg.image.backend, "imsize_max": cfg.image.max_imsize}
+
+
+def e2e_settings(cfg) -> dict:
+    """The run's configuration at the benchmark's scale (imaging as the engine defaults,
+    except the image size at small scale and WSClean at full scale when installed)."""
+    full = cfg.sim.nants == 96
+    flat = {**cfg.as_flat(), "sim.nobs": 12, "sim.calibrator": "3C286", "sim.noise_jy": 0.05,
+            "sim.gain_amp_rms": 0.05, "sim.gain_phase_rms_deg": 10.0,
+            "discover.settle_s": 0.0, "publish.keep_ms": not full}
+    if full:
+        flat.update({"ray.task_memory_gb": 0.6, "ray.assembly_memory_gb": 4.0})
+        if shutil.which("wsclean"):
+            flat["image.backend"] = "wsclean"
+    else:
+        flat.update({"image.max_imsize": 512, "image.niter": 300, "image.nterms": 1,
+                     "ray.task_memory_gb": 0.2, "ray.assembly_memory_gb": 0.5})
+    return flat
+
+
+def bench_e2e(cfg, work: Path) -> dict:
+    full = cfg.sim.nants == 96
+    flat = e2e_settings(cfg)
+    out = {}
+    for cpus in ((2,) if full else (1, 2)):
+        out[f"{cpus}cpu"] = run_e2e(flat, work, cpus, feed=full)
+    if "1cpu" in out and "2cpu" in out:
+        out["speedup_2_vs_1"] = out["1cpu"]["wall_s"] / out["2cpu"]["wall_s"]
+    return out
+
+
+def bench_mosaic(cfg, work: Path) -> dict:
+    """The mosaic step alone, on the 10 published member images of the end-to-end run."""
+    from engine.mosaic import make_mosaic
+    from engine.registry import Registry
+
+    base = next((work / f"e2e_{c}cpu" for c in (2, 1) if (work / f"e2e_{c}cpu").exists()),
+                None)
+    if base is None:
+        raise RuntimeError("the mosaic case needs the e2e case first (same --workdir)")
+    reg = Registry(base / "registry.sqlite")
+    mos = next(iter(reg.db["mosaics"].rows_where("state = 'published'")), None)
+    if mos is None:
+        raise RuntimeError("the e2e run published no mosaic")
+    members = []
+    for oid in json.loads(mos["members"]):
+        img = reg.get("images", oid)
+        members.append({"obs_id": oid, "image": img["path"], "pb": img["pb_path"],
+                        "rms": json.loads(img["qa"]).get("rms_jy")})
+    reg.close()
+    mcfg = config.load(None, e2e_settings(cfg))
+    t0 = time.perf_counter()
+    m = make_mosaic(members, str(work / "mosaic_bench"), mcfg, mosaic_id="bench")
+    dt = time.perf_counter() - t0
+    from astropy.io import fits
+
+    shape = fits.getheader(m["files"]["mosaic"]["path"])
+    return {"members": len(members), "seconds": dt,
+            "mosaic_pixels": int(shape["NAXIS1"]) * int(shape["NAXIS2"]),
+            "member_pixels": int(fits.getheader(members[0]["image"])["NAXIS1"]) ** 2}
