@@ -79,3 +79,22 @@ def interpolated_peak(img, x: float, y: float, search: int = 2):
     dy = 0.5 * (ly[0] - ly[2]) / (ly[0] - 2 * ly[1] + ly[2])
     peak = float(np.exp(lx[1] - 0.25 * (lx[0] - lx[2]) * dx - 0.25 * (ly[0] - ly[2]) * dy))
     return peak, px + dx, py + dy
+
+
+def assert_published_once(base: Path, n: int):
+    """``n`` products, all published, each once in products/ and matching its checksum."""
+    from engine.paths import digest
+    from engine.registry import Registry
+
+    reg = Registry(base / "registry.sqlite")
+    try:
+        prods = {r["data_id"]: r for r in reg.db["products"].rows}
+    finally:
+        reg.close()
+    assert len(prods) == n and all(r["state"] == "published" for r in prods.values())
+    for r in prods.values():  # each in products/ exactly once, matching its checksum
+        dst = Path(r["published_path"])
+        assert dst.is_relative_to(base / "products")
+        (main,) = [p for p in dst.iterdir() if p.name.endswith(".image.fits")]
+        assert digest(main) == (r["sha256"], r["size"])
+    assert len(list((base / "products").iterdir())) == n

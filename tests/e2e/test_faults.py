@@ -21,8 +21,8 @@ from engine import config, scheduler, simulate
 from engine.convert import assemble_ms, convert_subband, plan_observation, prepare_store
 from engine.errors import RegistryError
 from engine.faults import VAR as FAULTS
-from engine.paths import digest
 from engine.registry import Registry
+from tests.conftest import assert_published_once
 
 OVERRIDES = {"sim.nobs": 2, "image.max_imsize": 256, "image.niter": 50,
              "ray.include_dashboard": True, "publish.max_attempts": 2}
@@ -63,17 +63,6 @@ def _products(base):
         reg.close()
 
 
-def _published_once(base, n):
-    prods = _products(base)
-    assert len(prods) == n and all(r["state"] == "published" for r in prods.values())
-    for r in prods.values():  # each in products/ exactly once, matching its checksum
-        dst = Path(r["published_path"])
-        assert dst.is_relative_to(base / "products")
-        (main,) = [p for p in dst.iterdir() if p.name.endswith(".image.fits")]
-        assert digest(main) == (r["sha256"], r["size"])
-    assert len(list((base / "products").iterdir())) == n
-
-
 @contextmanager
 def tmpfs(path: Path, size: str):
     """A real small file system mounted for the test (needs root's mount privilege)."""
@@ -99,13 +88,13 @@ def test_casa_task_that_raises_fails_only_its_observation(two_obs, tmp_path, mon
     assert o[1]["state"] == "imaged" and list(summary.failed) == [o[0]["obs_id"]]
     assert not (base / "stage" / o[0]["obs_id"] / "image").exists()
     assert not (base / "stage" / o[0]["obs_id"] / "image.tmp").exists()  # nothing partial
-    _published_once(base, 1)
+    assert_published_once(base, 1)
     # the fault cleared: the next run retries from the verified MS (no reconversion)
     monkeypatch.delenv(FAULTS)
     summary = scheduler.run(cfg, base)
     assert summary.imaged == [o[0]["obs_id"]] and not summary.converted
     assert _obs(base)[0]["attempts"] == 1
-    _published_once(base, 2)
+    assert_published_once(base, 2)
 
 
 def _first_obs_glob(paths):
@@ -139,7 +128,7 @@ def test_registry_locked_for_a_while_is_waited_for(two_obs, tmp_path):
     holder.wait(timeout=30)
     assert time.time() - t0 > 3.5  # it really waited for the other process
     assert not summary.failed
-    _published_once(base, 2)
+    assert_published_once(base, 2)
 
 
 def test_registry_locked_too_long_stops_the_run_and_a_rerun_completes(two_obs, tmp_path):
@@ -169,7 +158,7 @@ def test_registry_locked_too_long_stops_the_run_and_a_rerun_completes(two_obs, t
     summary = scheduler.run(cfg, base)  # the lock is gone: the rerun completes the rest
     assert {r["state"] for r in _obs(base)} == {"imaged"}
     assert not summary.failed
-    _published_once(base, 2)
+    assert_published_once(base, 2)
 
 
 def _obs_ro(db: Path):
@@ -222,7 +211,7 @@ def test_stage_full_during_the_ms_write(two_obs, tmp_path):
         ballast.unlink()  # an operator frees the disk; the next run completes
         summary = scheduler.run(cfg, base)
         assert summary.converted == [o["obs_id"]] and not summary.failed
-        _published_once(base, 1)
+        assert_published_once(base, 1)
 
 
 def test_products_not_writable_at_publish_time(two_obs, tmp_path):
@@ -241,7 +230,7 @@ def test_products_not_writable_at_publish_time(two_obs, tmp_path):
         subprocess.run(["mount", "-o", "remount,rw", str(products)], check=True)
         summary = scheduler.run(cfg, base)
         assert sorted(summary.published) == sorted(prods)
-        _published_once(base, 2)
+        assert_published_once(base, 2)
 
 
 def test_worker_killed_mid_task_is_retried_by_ray(two_obs, tmp_path, monkeypatch):
@@ -276,4 +265,4 @@ def test_worker_killed_mid_task_is_retried_by_ray(two_obs, tmp_path, monkeypatch
     th.join()
     assert killed, "the image task was never seen running"
     assert not summary.failed and sorted(summary.imaged) == sorted(r["obs_id"] for r in _obs(base))
-    _published_once(base, 2)
+    assert_published_once(base, 2)
