@@ -15,6 +15,7 @@ Cases (in this order; ``mosaic`` reuses the ``e2e`` run's images, so give both):
 ``discovery``       a day of files (4480) scanned and leased
 ``registry``        a year of observations (100,000) in the registry
 ``e2e``             12 observations through the real driver with 1 and 2 worker CPUs
+                    (with ``--address``: once, on all the cluster's CPUs)
 ``mosaic``          the 10-observation mosaic step on the e2e run's images
 Timings are wall-clock seconds on this machine, measured side by side in one run.
 """
@@ -51,8 +52,10 @@ def main(argv=None):
     ap.add_argument("--scale", choices=sorted(SCALES), default="small")
     ap.add_argument("--only", nargs="*", default=list(CASES), choices=list(CASES))
     ap.add_argument("--workdir", default=None, help="keep inputs and outputs here")
+    ap.add_argument("--address", default="local",
+                    help="Ray cluster to run the Ray cases on (default: a local one)")
     args = ap.parse_args(argv)
-    cfg = config.load(None, {**SCALES[args.scale], "sim.nobs": 1})
+    cfg = config.load(None, {**SCALES[args.scale], "sim.nobs": 1, "ray.address": args.address})
     work = Path(args.workdir or tempfile.mkdtemp(prefix="dsa110-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     results = {"when": time.strftime("%Y-%m-%dT%H:%M:%S"), "scale": args.scale,
