@@ -154,8 +154,8 @@ def e2e_settings(cfg) -> dict:
             "discover.settle_s": 0.0, "publish.keep_ms": not full}
     if full:
         flat.update({"ray.task_memory_gb": 0.6, "ray.assembly_memory_gb": 4.0})
-        if shutil.which("wsclean"):
-            flat["image.backend"] = "wsclean"
+        if shutil.which("wsclean"):  # one phase centre per observation, as WSClean needs
+            flat.update({"image.backend": "wsclean", "convert.phasing": "single"})
     else:
         flat.update({"image.max_imsize": 512, "image.niter": 300, "image.nterms": 1,
                      "ray.task_memory_gb": 0.2, "ray.assembly_memory_gb": 0.5})
