@@ -51,6 +51,7 @@ def _feeder(cfg, base: Path, driver, nobs: int, errors: list):
         sky = simulate.make_sky(run_cfg, tel, calibrators=[cal])
         gains = simulate.make_gains(run_cfg, simulate.simulated_stations(run_cfg, tel))
         scratch, inc = base / "scratch", base / "incoming"
+        scratch.mkdir(parents=True, exist_ok=True)
         db = base / "registry.sqlite"
         fed: list[list[Path]] = []
         for i, t0 in enumerate(simulate.obs_start_times_jd(run_cfg)):
