@@ -27,22 +27,60 @@ def confine(path, root) -> Path:
     return full
 
 
-def digest(path) -> tuple[str, int]:
-    """sha256 and size of a file, or of a directory tree (relative names + contents)."""
-    p = Path(path)
+LEAF_BYTES = 64 << 20
+
+
+def _sha256_file(path: Path) -> str:
     h = hashlib.sha256()
-    total = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _leaf(path: Path, offset: int, n: int) -> bytes:
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        h = hashlib.sha256()
+        left = n
+        while left > 0 and (chunk := fh.read(min(1 << 22, left))):
+            h.update(chunk)
+            left -= len(chunk)
+    return h.digest()
+
+
+def digest(path) -> tuple[str, int]:
+    """sha256 and size of a file, or of a directory tree.
+
+    A single file: the plain sha256 of its bytes (what ``sha256sum`` prints). A directory
+    (a Measurement Set): sha256 over, file by file in sorted order, the relative name and
+    the file's sha256 taken over 64 MB leaves; the leaves are hashed in parallel threads
+    (hashlib and file reads release the GIL), which halves the time on two cores.
+    """
+    p = Path(path)
+    if p.is_file():
+        return _sha256_file(p), p.stat().st_size
     # casacore rewrites table.lock whenever a table is opened: not part of the content
-    files = [p] if p.is_file() else sorted(
-        q for q in p.rglob("*") if q.is_file() and q.name != "table.lock")
-    for f in files:
-        if f != p:
-            h.update(str(f.relative_to(p)).encode())
-        with open(f, "rb") as fh:
-            while chunk := fh.read(1 << 22):
-                h.update(chunk)
-                total += len(chunk)
-    return h.hexdigest(), total
+    files = sorted(q for q in p.rglob("*") if q.is_file() and q.name != "table.lock")
+    jobs = []  # (file index, offset, length)
+    sizes = []
+    for i, f in enumerate(files):
+        size = f.stat().st_size
+        sizes.append(size)
+        jobs += [(i, off, min(LEAF_BYTES, size - off))
+                 for off in range(0, max(size, 1), LEAF_BYTES)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        leaves = list(pool.map(lambda j: _leaf(files[j[0]], j[1], j[2]), jobs))
+    per_file = [hashlib.sha256() for _ in files]
+    for (i, _, _), leaf in zip(jobs, leaves):
+        per_file[i].update(leaf)
+    h = hashlib.sha256()
+    for f, fh in zip(files, per_file):
+        h.update(str(f.relative_to(p)).encode())
+        h.update(fh.digest())
+    return h.hexdigest(), sum(sizes)
 
 
 def verify(path, *, sha256: str, size: int, root) -> Path:

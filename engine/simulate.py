@@ -194,32 +194,35 @@ def simulate_observation(cfg: Config, tel: Telescope, start_jd: float, out_dir: 
     rot = np.stack([udir, vdir, wdir], axis=1)
     bl = ant_xyz[[station_index[s] for s in a2_rows]] - ant_xyz[[station_index[s] for s in a1_rows]]
     uvw_file = np.einsum("rij,rj->ri", rot[time_index], bl).astype(np.float32)
-    gi = {s: k for k, s in enumerate(gains.stations)} if gains is not None else {}
+    i1 = np.array([station_index[s] for s in a1_rows])
+    i2 = np.array([station_index[s] for s in a2_rows])
+    if gains is not None:
+        gi = {s: k for k, s in enumerate(gains.stations)}
+        g1i = np.array([gi[s] for s in a1_rows])
+        g2i = np.array([gi[s] for s in a2_rows])
     subbands = range(cfg.band.nsubbands) if subbands is None else subbands
     iso = Time(start_jd, format="jd").isot[:19]
     paths = []
+    vis = np.empty((a1_rows.size, sim.nchan_per_subband, 2), dtype=np.complex64)
     for sb in subbands:
         freqs = tel.subband_freqs_hz(sb, sim.nchan_per_subband)
         flux = sky.flux_at(freqs)[None, :, :] * airy_beam(sin_off[:, :, None], freqs[None, None, :],
                                                           tel.dish_diameter_m)
-        vis1 = predict_point_sources(delay, flux, time_index,
-                                     [station_index[s] for s in a1_rows],
-                                     [station_index[s] for s in a2_rows], freqs)
-        vis = np.repeat(vis1[:, :, None], 2, axis=2)  # XX = YY = I for unpolarized sources
+        vis1 = predict_point_sources(delay, flux, time_index, i1, i2, freqs)
+        vis[...] = vis1[:, :, None]  # XX = YY = I for unpolarized sources
         if gains is not None:
             g_f = gains.at(freqs)  # (Nants, Nfreqs, 2)
-            g1 = g_f[[gi[s] for s in a1_rows]]
-            g2 = g_f[[gi[s] for s in a2_rows]]
-            vis *= g1 * np.conj(g2)
-        if sim.noise_jy > 0:
-            vis += sim.noise_jy * (rng.standard_normal(vis.shape)
-                                   + 1j * rng.standard_normal(vis.shape))
+            vis *= (g_f[g1i] * np.conj(g_f[g2i])).astype(np.complex64)
+        if sim.noise_jy > 0:  # float32 draws, in place: no gigabyte temporaries
+            noise = rng.standard_normal(vis.shape + (2,), dtype=np.float32)
+            noise *= sim.noise_jy
+            vis += noise.view(np.complex64)[..., 0]
         jitter = rng.uniform(-sim.filename_jitter_s, sim.filename_jitter_s)
         fname = Time(start_jd + jitter / 86400.0, format="jd").isot[:19] + f"_sb{sb:02d}.hdf5"
         path = Path(out_dir) / fname
         write_uvh5(path, cfg=cfg, tel=tel, stations=stations, times=times, lst=lst,
                    time_index=time_index, ant1=a1_rows, ant2=a2_rows, uvw=uvw_file,
-                   freqs=freqs, vis=vis.astype(np.complex64), nbls=nbls,
+                   freqs=freqs, vis=vis, nbls=nbls,
                    dec_app=dec_app, obs_label=iso)
         paths.append(path)
     return paths

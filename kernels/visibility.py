@@ -108,18 +108,26 @@ def gather_rows(src, order, out=None):
 
 
 @njit(cache=True, nogil=True)
-def _predict(delay_m, flux, time_index, ant1, ant2, freq_hz, out):
+def _predict(delay_m, flux, time_index, ant1, ant2, freq_hz, uniform, out):
     nrow = time_index.shape[0]
     nsrc = delay_m.shape[1]
     nchan = freq_hz.shape[0]
+    df = freq_hz[1] - freq_hz[0] if nchan > 1 else 0.0
     for r in range(nrow):
         t = time_index[r]
         for s in range(nsrc):
             d = delay_m[t, s, ant2[r]] - delay_m[t, s, ant1[r]]
             k = 2.0 * math.pi * d / C_M_S
-            for c in range(nchan):
-                ph = k * freq_hz[c]
-                out[r, c] += flux[t, s, c] * complex(math.cos(ph), math.sin(ph))
+            if uniform:  # equally spaced channels: a phasor recurrence, one multiply each
+                z = complex(math.cos(k * freq_hz[0]), math.sin(k * freq_hz[0]))
+                step = complex(math.cos(k * df), math.sin(k * df))
+                for c in range(nchan):
+                    out[r, c] += flux[t, s, c] * z
+                    z *= step
+            else:
+                for c in range(nchan):
+                    ph = k * freq_hz[c]
+                    out[r, c] += flux[t, s, c] * complex(math.cos(ph), math.sin(ph))
     return out
 
 
@@ -142,6 +150,10 @@ def predict_point_sources(delay_m, flux, time_index, ant1, ant2, freq_hz, dtype=
     Returns
     -------
     (Nrows, Nchan) complex
+
+    Equally spaced channels use a phasor recurrence (``z_{c+1} = z_c exp(i k dnu)``), exact
+    to rounding (relative error ~ Nchan x 1e-16), several times faster than cos/sin per
+    channel.
     """
     delay_m = np.ascontiguousarray(delay_m, dtype=np.float64)
     flux = np.ascontiguousarray(flux, dtype=np.float64)
@@ -150,7 +162,9 @@ def predict_point_sources(delay_m, flux, time_index, ant1, ant2, freq_hz, dtype=
     if flux.shape != delay_m.shape[:2] + (f.shape[0],):
         raise ValueError(f"flux {flux.shape} does not match delay_m {delay_m.shape} / freqs")
     out = np.zeros((ti.shape[0], f.shape[0]), dtype=np.complex128)
-    _predict(delay_m, flux, ti, a1, a2, f, out)
+    steps = np.diff(f)
+    uniform = bool(steps.size and np.all(np.abs(steps - steps[0]) <= 1e-9 * np.abs(f).max()))
+    _predict(delay_m, flux, ti, a1, a2, f, uniform, out)
     return out.astype(dtype, copy=False)
 
 
