@@ -67,3 +67,31 @@ def test_calibrator_transits_in_the_chosen_observation(tmp_path):
     with h5py.File(next(out.glob("*_sb00.hdf5"))) as f:
         dec = np.rad2deg(f["Header/extra_keywords/phase_center_dec"][()])
     assert abs(dec - 30.509) < 0.5  # pointed at the calibrator (apparent dec of date)
+
+
+def test_directory_digest_follows_its_definition(tmp_path):
+    """Per file, in sorted order: relative name, then sha256 over the sha256 digests of its
+    64 MB leaves; a plain file is its plain sha256. Recomputed here with hashlib alone."""
+    import hashlib
+
+    from engine.paths import LEAF_BYTES, digest
+
+    ms = tmp_path / "x.ms"
+    (ms / "sub").mkdir(parents=True)
+    big = os.urandom(LEAF_BYTES + 12345)
+    (ms / "table.f1").write_bytes(big)
+    (ms / "sub" / "table.dat").write_bytes(b"abc")
+    (ms / "table.lock").write_bytes(b"changes whenever casacore opens the table")
+    want = hashlib.sha256()
+    for name, data in (("sub/table.dat", b"abc"), ("table.f1", big)):
+        leaves = hashlib.sha256()
+        for off in range(0, max(len(data), 1), LEAF_BYTES):
+            leaves.update(hashlib.sha256(data[off:off + LEAF_BYTES]).digest())
+        want.update(name.encode())
+        want.update(leaves.digest())
+    assert digest(ms) == (want.hexdigest(), len(big) + 3)
+    assert digest(ms / "table.f1")[0] == hashlib.sha256(big).hexdigest()
+    with open(ms / "table.f1", "r+b") as fh:  # one byte in the second leaf
+        fh.seek(LEAF_BYTES + 7)
+        fh.write(b"\x00" if big[LEAF_BYTES + 7] else b"\x01")
+    assert digest(ms)[0] != want.hexdigest()
