@@ -19,7 +19,7 @@ PACKAGES = ("ray", "pyuvdata", "casatools", "casatasks", "python-casacore", "num
 # what the plot shows: (case, panel title, unit, [(label, dotted key)])
 PANELS = (
     ("convert_vs_pyuvdata", "one observation to MS", "s",
-     [("engine", "engine_run1.seconds"), ("pyuvdata", "pyuvdata.seconds"),
+     [("engine", "engine_run2.seconds"), ("pyuvdata", "pyuvdata.seconds"),
       ("I/O floor", "io.floor_s")]),
     ("kernels", "rephasing, one core", "1e6 vis/s",
      [("numba", "numba_vis_per_s"), ("numpy", "numpy_vis_per_s"),
