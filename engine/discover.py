@@ -172,12 +172,12 @@ def _register(cfg, reg, path, st, fn_jd, sb, hdr, report, old_row):
     """Attach one readable file to its observation (in one transaction)."""
     with reg.write():
         obs_id = _find_observation(reg, hdr.start_jd, hdr.dec_rad, cfg.discover.time_tolerance_s)
-        other_dec = _same_time_other_dec(reg, hdr, cfg.discover.time_tolerance_s) \
+        other = _same_time_other_dec(reg, hdr, cfg.discover.time_tolerance_s) \
             if obs_id is None else None
-        if other_dec is not None:
-            oid, odec = other_dec
+        if other is not None:
             problem = (f"pointing dec {np.rad2deg(hdr.dec_rad):.4f} deg differs from "
-                       f"observation {oid} at the same time ({np.rad2deg(odec):.4f} deg)")
+                       f"observation {other[0]} at the same time "
+                       f"({np.rad2deg(other[1]):.4f} deg)")
             reg.db["files"].upsert({
                 "path": str(path), "obs_id": None, "subband": sb, "status": "quarantined",
                 "header_start_jd": hdr.start_jd, "filename_jd": fn_jd, "dec_rad": hdr.dec_rad,
@@ -186,12 +186,9 @@ def _register(cfg, reg, path, st, fn_jd, sb, hdr, report, old_row):
                 pk="path")
             reg.event("files", str(path), old_row["status"] if old_row else None,
                       "quarantined", problem)
-    if other_dec is not None:
-        report.quarantined.append((str(path), problem))
-        log.warning("quarantined %s: %s", path, problem)
-        return
-    with reg.write():
-        obs_id = _find_observation(reg, hdr.start_jd, hdr.dec_rad, cfg.discover.time_tolerance_s)
+            report.quarantined.append((str(path), problem))
+            log.warning("quarantined %s: %s", path, problem)
+            return  # leaving the block commits
         if obs_id is None:
             obs_id = obs_id_for(hdr.start_jd, hdr.dec_rad)
             reg.db["observations"].insert({
