@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -149,7 +150,19 @@ def corpus(tmp_path_factory):
             os.utime(p, (OLD, OLD))
     os.utime(bad["writing"], None)  # the correlator is still writing this one
     before = _snapshot(inc)
-    summary = scheduler.run(cfg, base)
+    writer_done = threading.Event()
+
+    def writer():  # the correlator keeps writing: the file's mtime keeps moving
+        while not writer_done.wait(0.5):
+            os.utime(bad["writing"], None)
+
+    th = threading.Thread(target=writer, daemon=True)
+    th.start()
+    try:
+        summary = scheduler.run(cfg, base)
+    finally:
+        writer_done.set()
+        th.join()
     reg = Registry(base / "registry.sqlite")
     rows = sorted(reg.db["observations"].rows, key=lambda r: r["start_jd"])
     yield {"base": base, "cfg": cfg, "inc": inc, "bad": bad, "summary": summary, "reg": reg,
