@@ -33,7 +33,7 @@ OBS_STATES = {
     "imaged": {"mosaicked"},
     "mosaicked": set(),
     "failed": {"complete", "converted"},  # taken up again by a later run
-    "quarantined": set(),  # bad input: only a person (reconcile) brings it back
+    "quarantined": set(),  # bad input: final; a person fixes the files (see docs/RELIABILITY.md)
 }
 PRODUCT_STATES = {
     "staging": {"validated", "rejected"},
