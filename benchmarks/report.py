@@ -11,6 +11,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from engine.config import flatten
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 HISTORY = RESULTS_DIR / "history.json"
 PACKAGES = ("ray", "pyuvdata", "casatools", "casatasks", "python-casacore", "numpy", "numba",
@@ -61,17 +63,6 @@ def stamp() -> dict:
             "git_dirty": bool(_run(["git", "status", "--porcelain", "--untracked-files=no"]))}
 
 
-def _flat(d: dict, prefix="") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -90,7 +81,7 @@ def markdown(results: dict) -> str:
              ""]
     for case, res in results["cases"].items():
         lines += [f"## {case}", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in _flat(res).items()]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in flatten(res).items()]
         lines.append("")
     return "\n".join(lines)
 
@@ -103,7 +94,7 @@ def plot(results: dict, path: Path):
 
     panels = []
     for case, title, unit, bars in PANELS:
-        flat = _flat(results["cases"].get(case, {}))
+        flat = flatten(results["cases"].get(case, {}))
         vals = [(label, flat[key]) for label, key in bars
                 if isinstance(flat.get(key), (int, float))]
         if vals:

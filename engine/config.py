@@ -198,12 +198,13 @@ def _coerce(field: Field, value, source: str):
     return out
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """Nested dicts -> one dict with dotted keys (``{'a': {'b': 1}}`` -> ``{'a.b': 1}``)."""
     flat = {}
     for k, v in tree.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            flat.update(_flatten(v, key + "."))
+            flat.update(flatten(v, key + "."))
         else:
             flat[key] = v
     return flat
@@ -239,7 +240,7 @@ def load(path: str | os.PathLike | None = None, overrides: dict | None = None) -
         p = Path(path)
         try:
             with open(p, "rb") as fh:
-                sources.append((str(p), _flatten(tomllib.load(fh))))
+                sources.append((str(p), flatten(tomllib.load(fh))))
         except FileNotFoundError:
             raise ConfigError(f"config file {p} does not exist") from None
         except tomllib.TOMLDecodeError as exc:

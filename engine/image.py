@@ -138,7 +138,7 @@ def _tclean(ct, casatasks, ms, work: Path, fits_path: Path, cfg, cell, imsize, g
             thr = cfg.image.threshold_jy or cfg.image.threshold_sigma * rms
             casatasks.tclean(**common, niter=cfg.image.niter, threshold=f"{thr}Jy",
                              calcpsf=False, calcres=False, restart=True)
-    except Exception as exc:  # CASA tasks raise RuntimeError, ValueError, AssertionError...
+    except (RuntimeError, ValueError, AssertionError, TypeError) as exc:  # what CASA tasks raise
         raise CasaTaskError(f"tclean on {ms}: {exc.__class__.__name__}: {exc}") from None
     finally:
         os.chdir(cwd)
