@@ -29,6 +29,7 @@ from engine.config import Config, load
 from engine.convert import plan_observation, prepare_store
 from engine.errors import (BAD_INPUT, EngineError, IllegalTransition, RegistryError,
                            StaleProductError)
+from engine.mosaic_release import MosaicRelease
 from engine.paths import confine, verify
 from engine.publish import register_image, register_mosaic, validate_and_publish
 from engine.registry import OBS_STATES, Registry
@@ -56,7 +57,7 @@ class Driver:
         self._last_counts = None
         self._metrics = None
         self._verified_tables: set = set()
-        self._mosaic_fp = None
+        self.mosaics = MosaicRelease(self.reg, cfg, self.areas)
 
     # --- bookkeeping ----------------------------------------------------------------------
     def recover(self):
@@ -364,70 +365,15 @@ class Driver:
 
     # --- mosaics ---------------------------------------------------------------------------
     def release_mosaics(self):
-        """Hand each ready window to a mosaic task, after checking every member on disk.
-
-        Ready means all members' image tasks resolved and were recorded (state imaged or
-        mosaicked); each member's image and primary beam must then match their manifests
-        (exists, size, sha256) and open as FITS. A window with a member that fails the
-        check is recorded as failed with the reason instead of being released.
-        """
-        m = self.cfg.mosaic
+        """Hand each ready, verified window to a mosaic task (:mod:`engine.mosaic_release`)."""
         busy = {k for k, step in self.inflight.values() if step == "mosaic"}
-        # planning reads every observation (0.3 s for a year's registry): only when an
-        # observation or mosaic row changed since the last look
-        fp = (self.reg.db.execute("SELECT count(*), max(updated_at) FROM observations"
-                                  ).fetchone(),
-              self.reg.db.execute("SELECT count(*), max(updated_at) FROM mosaics").fetchone(),
-              frozenset(busy))
-        if fp == self._mosaic_fp:
-            return
-        self._mosaic_fp = fp
-        rows = list(self.reg.db["observations"].rows_where(
-            select="obs_id, start_jd, end_jd, dec_rad, state"))
-        for win, members in windows.plan(rows, size=m.size, overlap=m.overlap,
-                                         max_gap_obs=m.max_gap_obs,
-                                         max_span_min=m.max_span_min):
-            row = self.reg.get("mosaics", win.mosaic_id)
-            if win.mosaic_id in busy or (row and row["state"] != "planned") \
-                    or not windows.ready(members):
-                continue
-            if row is None:
-                with self.reg.write():
-                    self.reg.db["mosaics"].insert({
-                        "mosaic_id": win.mosaic_id, "members": json.dumps(win.members),
-                        "dec_rad": win.dec_rad, "start_jd": win.start_jd,
-                        "end_jd": win.end_jd, "state": "planned", "updated_at": time.time()})
-                    self.reg.event("mosaics", win.mosaic_id, None, "planned")
-            try:
-                inputs = [self.verified_member(o) for o in win.members]
-            except EngineError as exc:
-                self.reg.transition("mosaics", win.mosaic_id, "failed",
-                                    error=f"not released: {exc}")
-                self.summary.failed[win.mosaic_id] = str(exc)
-                log.error("mosaic %s not released: %s", win.mosaic_id, exc)
-                continue
+        released, failed = self.mosaics.ready(busy)
+        self.summary.failed.update(failed)
+        for win, inputs in released:
             self.reg.transition("mosaics", win.mosaic_id, "mosaicking")
             out = confine(f"mosaics/{win.mosaic_id}", self.areas.stage)
             ref = raytasks.submit_mosaic(win.mosaic_id, inputs, str(out), self.cfg)
             self.inflight[ref] = (win.mosaic_id, "mosaic")
-
-    def verified_member(self, obs_id: str) -> dict:
-        img = self.reg.get("images", obs_id)
-        if img is None:
-            raise StaleProductError(f"{obs_id}: no image recorded")
-        root = (self.areas.products if Path(img["path"]).resolve().is_relative_to(
-            self.areas.products.resolve()) else self.areas.stage)
-        p = verify(img["path"], sha256=img["sha256"], size=img["size"], root=root)
-        pb = verify(img["pb_path"], sha256=img["pb_sha256"], size=img["pb_size"], root=root)
-        from astropy.io import fits
-
-        for f in (p, pb):
-            try:
-                fits.getheader(f)
-            except (OSError, ValueError) as exc:
-                raise StaleProductError(f"{f}: FITS does not open ({exc})") from None
-        return {"obs_id": obs_id, "image": str(p), "pb": str(pb),
-                "rms": json.loads(img["qa"]).get("rms_jy")}
 
     def done_mosaic(self, mosaic_id: str, manifest: dict):
         data_id = register_mosaic(self.reg, manifest, self.areas.stage)

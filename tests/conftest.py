@@ -98,3 +98,35 @@ def assert_published_once(base: Path, n: int):
         (main,) = [p for p in dst.iterdir() if p.name.endswith(".image.fits")]
         assert digest(main) == (r["sha256"], r["size"])
     assert len(list((base / "products").iterdir())) == n
+
+
+def strike_running_task(wanted, strike, *, timeout_s: float = 240.0):
+    """Start a thread that waits for a RUNNING Ray task with ``wanted(task)`` true, lets it
+    run 1 s more, then calls ``strike(task)`` once. Returns ``(thread, struck)``; ``struck``
+    holds the task struck (empty if none was seen before the timeout)."""
+    import threading
+    import time
+
+    struck = []
+
+    def watch():
+        from ray.util.state import list_tasks
+
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            try:
+                running = list_tasks(filters=[("state", "=", "RUNNING")],
+                                     raise_on_missing_output=False)
+            except Exception:  # the state API is not up yet
+                running = []
+            hit = next((t for t in running if wanted(t)), None)
+            if hit is not None:
+                time.sleep(1.0)  # well inside the task
+                strike(hit)
+                struck.append(hit)
+                return
+            time.sleep(0.2)
+
+    th = threading.Thread(target=watch, daemon=True)
+    th.start()
+    return th, struck

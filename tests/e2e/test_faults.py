@@ -22,7 +22,7 @@ from engine.convert import assemble_ms, convert_subband, plan_observation, prepa
 from engine.errors import RegistryError
 from engine.faults import VAR as FAULTS
 from engine.registry import Registry
-from tests.conftest import assert_published_once
+from tests.conftest import assert_published_once, strike_running_task
 
 OVERRIDES = {"sim.nobs": 2, "image.max_imsize": 256, "image.niter": 50,
              "ray.include_dashboard": True, "publish.max_attempts": 2}
@@ -238,29 +238,9 @@ def test_worker_killed_mid_task_is_retried_by_ray(two_obs, tmp_path, monkeypatch
     cfg, base = _base(tmp_path, paths)
     victim = _first_obs_glob(paths)
     monkeypatch.setenv(FAULTS, f"image.start@{victim}=sleep:6")
-    killed = []
-
-    def kill_image_worker():
-        from ray.util.state import list_tasks
-
-        deadline = time.time() + 180
-        while time.time() < deadline and not killed:
-            try:
-                tasks = list_tasks(filters=[("name", "=", f"image[{victim}]"),
-                                            ("state", "=", "RUNNING")],
-                                   raise_on_missing_output=False)
-            except Exception:  # the state API is not up yet
-                tasks = []
-            for t in tasks:
-                if t.worker_pid:
-                    time.sleep(1.0)  # well inside the task
-                    os.kill(t.worker_pid, 9)
-                    killed.append(t.worker_pid)
-                    break
-            time.sleep(0.2)
-
-    th = threading.Thread(target=kill_image_worker)
-    th.start()
+    th, killed = strike_running_task(
+        lambda t: t.name == f"image[{victim}]" and bool(t.worker_pid),
+        lambda t: os.kill(t.worker_pid, 9))
     summary = scheduler.run(cfg, base)
     th.join()
     assert killed, "the image task was never seen running"

@@ -7,8 +7,6 @@ runs an image task) must still end with every product published exactly once.
 """
 
 import shutil
-import threading
-import time
 
 import pytest
 import ray
@@ -16,7 +14,7 @@ from ray.cluster_utils import Cluster
 
 from engine import config, scheduler, simulate
 from engine.faults import VAR as FAULTS
-from tests.conftest import assert_published_once
+from tests.conftest import assert_published_once, strike_running_task
 
 GB = 1024 ** 3
 
@@ -49,28 +47,9 @@ def test_tasks_spread_and_a_killed_node_loses_nothing(cluster, tmp_path, monkeyp
             shutil.copy(p, tmp_path / "incoming")
     monkeypatch.setenv(FAULTS, "image.start@*=sleep:5")  # a window to kill a node in
     by_id = {n.node_id: n for n in nodes}
-    killed = []
-
-    def kill_node_running_an_image():
-        from ray.util.state import list_tasks
-
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            try:
-                running = list_tasks(filters=[("state", "=", "RUNNING")],
-                                     raise_on_missing_output=False)
-            except Exception:  # state API not up yet
-                running = []
-            for t in running:
-                if t.name.startswith("image[") and t.node_id in by_id:
-                    time.sleep(1.0)
-                    c.remove_node(by_id[t.node_id], allow_graceful=False)
-                    killed.append((t.name, t.node_id))
-                    return
-            time.sleep(0.2)
-
-    th = threading.Thread(target=kill_node_running_an_image)
-    th.start()
+    th, killed = strike_running_task(
+        lambda t: t.name.startswith("image[") and t.node_id in by_id,
+        lambda t: c.remove_node(by_id[t.node_id], allow_graceful=False))
     summary = scheduler.run(cfg, tmp_path)
     th.join()
     assert killed, "no image task was seen running"

@@ -1,0 +1,90 @@
+"""Which 10-observation windows may become a mosaic now, checked member by member on disk.
+
+A window is released only once every member's image task has resolved and been recorded
+(state imaged or mosaicked) AND each member's image and primary beam match their manifests
+(exists, size, sha256) and open as FITS. A window with a member that fails the check is
+recorded as failed with the reason instead (a later run plans it again).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from engine import windows
+from engine.config import Config
+from engine.errors import EngineError, StaleProductError
+from engine.paths import verify
+from engine.registry import Registry
+from engine.run_state import Areas
+
+log = logging.getLogger(__name__)
+
+
+class MosaicRelease:
+    """The driver's view of the mosaic windows; only the driver's registry is written."""
+
+    def __init__(self, reg: Registry, cfg: Config, areas: Areas):
+        self.reg, self.cfg, self.areas = reg, cfg, areas
+        self._fingerprint = None
+
+    def ready(self, busy: set) -> tuple[list, dict]:
+        """``([(window, member inputs)], {mosaic_id: reason not released})``.
+
+        ``busy``: mosaic IDs with a task in flight. Planning reads every observation (0.3 s
+        for a year's registry), so it runs only when an observation or mosaic row changed.
+        """
+        fp = (self.reg.db.execute("SELECT count(*), max(updated_at) FROM observations"
+                                  ).fetchone(),
+              self.reg.db.execute("SELECT count(*), max(updated_at) FROM mosaics").fetchone(),
+              frozenset(busy))
+        if fp == self._fingerprint:
+            return [], {}
+        self._fingerprint = fp
+        m = self.cfg.mosaic
+        rows = list(self.reg.db["observations"].rows_where(
+            select="obs_id, start_jd, end_jd, dec_rad, state"))
+        released, failed = [], {}
+        for win, members in windows.plan(rows, size=m.size, overlap=m.overlap,
+                                         max_gap_obs=m.max_gap_obs,
+                                         max_span_min=m.max_span_min):
+            row = self.reg.get("mosaics", win.mosaic_id)
+            if win.mosaic_id in busy or (row and row["state"] != "planned") \
+                    or not windows.ready(members):
+                continue
+            if row is None:
+                with self.reg.write():
+                    self.reg.db["mosaics"].insert({
+                        "mosaic_id": win.mosaic_id, "members": json.dumps(win.members),
+                        "dec_rad": win.dec_rad, "start_jd": win.start_jd,
+                        "end_jd": win.end_jd, "state": "planned", "updated_at": time.time()})
+                    self.reg.event("mosaics", win.mosaic_id, None, "planned")
+            try:
+                released.append((win, [self.verified_member(o) for o in win.members]))
+            except EngineError as exc:
+                self.reg.transition("mosaics", win.mosaic_id, "failed",
+                                    error=f"not released: {exc}")
+                failed[win.mosaic_id] = str(exc)
+                log.error("mosaic %s not released: %s", win.mosaic_id, exc)
+        return released, failed
+
+    def verified_member(self, obs_id: str) -> dict:
+        """One member's image and primary beam, checked against the registry and opened."""
+        img = self.reg.get("images", obs_id)
+        if img is None:
+            raise StaleProductError(f"{obs_id}: no image recorded")
+        root = (self.areas.products if Path(img["path"]).resolve().is_relative_to(
+            self.areas.products.resolve()) else self.areas.stage)
+        p = verify(img["path"], sha256=img["sha256"], size=img["size"], root=root)
+        pb = verify(img["pb_path"], sha256=img["pb_sha256"], size=img["pb_size"], root=root)
+        from astropy.io import fits
+
+        for f in (p, pb):
+            try:
+                fits.getheader(f)
+            except (OSError, ValueError) as exc:
+                raise StaleProductError(f"{f}: FITS does not open ({exc})") from None
+        return {"obs_id": obs_id, "image": str(p), "pb": str(pb),
+                "rms": json.loads(img["qa"]).get("rms_jy")}
