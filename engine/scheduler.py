@@ -76,6 +76,13 @@ class Driver:
             self.reg.transition("observations", obs["obs_id"], back[obs["state"]],
                                 lease_owner=None,
                                 error=f"driver restarted during {obs['state']}")
+        # a lease left on a row at rest (e.g. 'converted', when the driver stopped between
+        # recording a conversion and submitting its imaging) would block it until it expires
+        for obs in self.reg.db["observations"].rows_where(
+                "lease_owner IS NOT NULL AND state NOT IN "
+                "('converting', 'calibrating', 'imaging')"):
+            if lease_abandoned(obs, now):
+                self.reg.release(obs["obs_id"], obs["lease_owner"])
         for mos in self.reg.db["mosaics"].rows_where("state = 'mosaicking'"):
             self.reg.transition("mosaics", mos["mosaic_id"], "planned",
                                 error="driver restarted during mosaicking")

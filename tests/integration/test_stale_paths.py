@@ -58,3 +58,24 @@ def test_reconcile_reports_and_repairs(converted_obs, capsys):
     assert f"{oid}: MS {ms} missing on disk" in capsys.readouterr().out
     assert main(args + ["reconcile", "--repair"]) == 1
     assert Registry(areas.registry).get("observations", oid)["state"] == "failed"
+
+
+def test_lease_of_a_dead_driver_on_a_converted_row_is_released(converted_obs):
+    """A driver that stopped between recording a conversion and submitting the imaging leaves
+    a 'converted' row leased for an hour; the next driver must not wait for that."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    cfg, areas, reg, oid, ms = converted_obs
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    with reg.write():
+        reg.db["observations"].update(oid, {"lease_owner": f"{socket.gethostname()}:{gone}",
+                                            "lease_expires_at": time.time() + 3600})
+    driver = scheduler.Driver(cfg, areas.stage.parent)
+    assert driver.reg.acquire_next("probe", states=("converted",)) is None  # still leased
+    driver.recover()
+    row = driver.reg.acquire_next("probe", states=("converted",))
+    assert row is not None and row["obs_id"] == oid
