@@ -354,7 +354,7 @@ def assemble_ms(store: str, out_ms: str, cfg: Config) -> dict:
     """Write the observation's MS from the complete zarr store (temporary name + rename)."""
     import zarr
 
-    from engine.msio import MSLayout, write_ms
+    from engine.msio import MSLayout, ms_size_estimate, write_ms
 
     t0 = time.perf_counter()
     store = Path(store)
@@ -438,15 +438,6 @@ def assemble_ms(store: str, out_ms: str, cfg: Config) -> dict:
             "total_s": time.perf_counter() - t0}
 
 
-def ms_size_estimate(nrows: int, nchan: int, npols: int) -> int:
-    """Bytes an MS needs: DATA (complex64) and FLAG per visibility, ~160 B of row columns,
-    20 % for storage-manager overheads, two spare buckets per big column, 2 MB of subtables."""
-    from engine.msio import bucket_bytes
-
-    return (int(1.2 * nrows * (nchan * npols * 9 + 160))
-            + 4 * bucket_bytes(nrows, nchan, npols) + (2 << 20))
-
-
 def _is_no_space(exc: BaseException) -> bool:
     """ENOSPC from Python, or casacore's RuntimeError text for it."""
     return getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc)
@@ -487,3 +478,15 @@ def convert_local(paths, out_ms: str, cfg: Config, *, workdir: Path | None = Non
     manifest = assemble_ms(str(store), out_ms, cfg)
     shutil.rmtree(store)
     return manifest
+
+
+def input_warnings(subbands: list) -> list:
+    """Problems in an observation's files that conversion flagged rather than rejected."""
+    out = []
+    for m in sorted(subbands, key=lambda m: m["subband"]):
+        if m.get("nonfinite_rows"):
+            out.append(f"{m['path']}: {m['nonfinite_rows']} of {m['rows']} rows hold NaN/Inf "
+                       "visibilities (flagged)")
+        if m.get("input_flagged_fraction", 0) >= 1.0:
+            out.append(f"{m['path']}: every visibility is flagged in the file")
+    return out

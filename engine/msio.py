@@ -52,6 +52,13 @@ def bucket_bytes(nrows: int, nchan: int, npol: int) -> int:
     return int(min(32 << 20, max(64 << 10, nrows * nchan * npol * 8)))
 
 
+def ms_size_estimate(nrows: int, nchan: int, npols: int) -> int:
+    """Bytes an MS needs: DATA (complex64) and FLAG per visibility, ~160 B of row columns,
+    20 % for storage-manager overheads, two spare buckets per big column, 2 MB of subtables."""
+    return (int(1.2 * nrows * (nchan * npols * 9 + 160))
+            + 4 * bucket_bytes(nrows, nchan, npols) + (2 << 20))
+
+
 def _create(path: str, nchan: int, npol: int, nrows: int):
     tables = import_casacore_tables()
     desc = tables.required_ms_desc("MAIN")

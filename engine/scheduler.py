@@ -26,7 +26,7 @@ import ray
 from engine import discover, raytasks, windows
 from engine.calibrate import find_transit
 from engine.config import Config, load
-from engine.convert import plan_observation, prepare_store
+from engine.convert import input_warnings, plan_observation, prepare_store
 from engine.errors import (BAD_INPUT, EngineError, IllegalTransition, RegistryError,
                            StaleProductError)
 from engine.mosaic_release import MosaicRelease
@@ -480,18 +480,6 @@ class Driver:
                                      f"(publish.keep_ms = {str(keep).lower()})"})
         if not keep and obs["ms_path"]:
             shutil.rmtree(confine(obs["ms_path"], self.areas.stage), ignore_errors=True)
-
-
-def input_warnings(subbands: list) -> list:
-    """Problems in an observation's files that conversion flagged rather than rejected."""
-    out = []
-    for m in sorted(subbands, key=lambda m: m["subband"]):
-        if m.get("nonfinite_rows"):
-            out.append(f"{m['path']}: {m['nonfinite_rows']} of {m['rows']} rows hold NaN/Inf "
-                       "visibilities (flagged)")
-        if m.get("input_flagged_fraction", 0) >= 1.0:
-            out.append(f"{m['path']}: every visibility is flagged in the file")
-    return out
 
 
 def run(cfg: Config, base: Path, *, once: bool = True, poll_s: float = 2.0,
