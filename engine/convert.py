@@ -33,7 +33,7 @@ from engine.paths import digest as paths_digest
 from engine.telescope import Telescope
 from engine.uvh5io import BufferPool, Header, parse_filename, read_header, read_subband
 from kernels.geometry import baseline_uvw_ms
-from kernels.visibility import rephase, to_ms_order
+from kernels.visibility import to_ms_order
 
 log = logging.getLogger(__name__)
 
@@ -203,17 +203,17 @@ def convert_subband(path: str, store: str, plan_json: str) -> dict:
     flags[~cross] = True  # autocorrelations never enter calibration or imaging
     n_bad = int((~np.isfinite(sb.vis)).any(axis=(1, 2)).sum())
     # one numba pass: MS row order, MS convention (reversed rows keep their phase), ascending
-    # channels, non-finite values zeroed and flagged, per-row weight sums
-    outs = (_POOL.get("vis_out", sb.vis.shape, np.complex64),
-            _POOL.get("flag_out", sb.vis.shape, bool))
-    vis_o, flags_o, wsum, nvalid = to_ms_order(sb.vis, flags, sb.nsamples, order, swapped,
-                                               reverse=slot.descending, out=outs)
-    del sb
+    # channels, non-finite values zeroed and flagged, per-row weight sums and, in single
+    # phasing, the rotation of this block's channels to the target centre
     c = slice(slot.chan0, slot.chan0 + slot.nchan)
     with np.load(Path(store) / "geometry.npz") as z:
         dw = z["dw"]
-    if dw.size:  # single phasing: move this block's channels to the target centre
-        rephase(vis_o, dw, np.asarray(plan.freq_hz)[c])
+    outs = (_POOL.get("vis_out", sb.vis.shape, np.complex64),
+            _POOL.get("flag_out", sb.vis.shape, bool))
+    vis_o, flags_o, wsum, nvalid = to_ms_order(
+        sb.vis, flags, sb.nsamples, order, swapped, reverse=slot.descending,
+        dw_m=dw if dw.size else None, freq_hz=np.asarray(plan.freq_hz)[c], out=outs)
+    del sb
     z_vis, z_flags, z_wsum, z_nvalid = open_store(Path(store), plan, create=False)
     k = [s.subband for s in plan.slots].index(slot.subband)
     z_vis[:, c, :] = vis_o

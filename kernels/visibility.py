@@ -18,16 +18,50 @@ C_M_S = 299792458.0
 
 
 @njit(cache=True, nogil=True)
-def _rephase(vis, dw_m, freq_hz):
-    nrow, nchan, npol = vis.shape
-    for r in range(nrow):
-        k = -2.0 * math.pi * dw_m[r] / C_M_S
+def _phasors(k, freq_hz, uniform, out):
+    """``out[c] = exp(i k freq_hz[c])`` (complex128); a recurrence when channels are uniform."""
+    nchan = freq_hz.shape[0]
+    if uniform and nchan > 1:
+        z = complex(math.cos(k * freq_hz[0]), math.sin(k * freq_hz[0]))
+        dk = k * (freq_hz[nchan - 1] - freq_hz[0]) / (nchan - 1)
+        step = complex(math.cos(dk), math.sin(dk))
         for c in range(nchan):
-            ph = k * freq_hz[c]
-            rot = complex(math.cos(ph), math.sin(ph))
+            out[c] = z
+            z *= step
+    else:
+        for c in range(nchan):
+            out[c] = complex(math.cos(k * freq_hz[c]), math.sin(k * freq_hz[c]))
+
+
+@njit(cache=True, nogil=True)
+def _rephase(vis, dw_m, freq_hz, uniform):
+    nrow, nchan, npol = vis.shape
+    rot = np.empty(nchan, dtype=np.complex128)
+    for r in range(nrow):
+        _phasors(-2.0 * math.pi * dw_m[r] / C_M_S, freq_hz, uniform, rot)
+        for c in range(nchan):
             for p in range(npol):
-                vis[r, c, p] = vis[r, c, p] * rot
+                vis[r, c, p] = vis[r, c, p] * rot[c]
     return vis
+
+
+# Largest phase error (rad) a recurrence over "uniform" channels may accumulate
+_MAX_RECURRENCE_PHASE_ERR = 1e-7
+
+
+def _uniform_channels(freq_hz: np.ndarray, dw_m: np.ndarray) -> bool:
+    """True when ``exp(i k f_c)`` may be formed by recurrence over the channels.
+
+    The recurrence assumes ``f_c = f_0 + c (f_last - f_0) / (Nchan - 1)``; it is used only
+    when the largest departure from that grid costs less than 1e-7 rad of phase at the
+    largest ``|dw|`` (rounding of the recurrence itself is ~Nchan x 1e-16 rad per radian).
+    """
+    n = freq_hz.shape[0]
+    if n < 3 or dw_m.size == 0:
+        return n == 2
+    grid = freq_hz[0] + np.arange(n) * ((freq_hz[-1] - freq_hz[0]) / (n - 1))
+    kmax = 2 * math.pi * float(np.abs(dw_m).max()) / C_M_S
+    return float(np.abs(freq_hz - grid).max()) * kmax <= _MAX_RECURRENCE_PHASE_ERR
 
 
 def rephase(vis, dw_m, freq_hz):
@@ -45,7 +79,8 @@ def rephase(vis, dw_m, freq_hz):
     Notes
     -----
     ``vis *= exp(-2 pi i dw nu / c)``. The phase is computed in float64 whatever the
-    visibility precision, so float32 data keep their accuracy on long baselines.
+    visibility precision, so float32 data keep their accuracy on long baselines. Equally
+    spaced channels take one cos/sin per row and a phasor recurrence across the channels.
     """
     if not (isinstance(vis, np.ndarray) and vis.ndim == 3 and vis.flags.c_contiguous
             and np.iscomplexobj(vis)):
@@ -54,7 +89,7 @@ def rephase(vis, dw_m, freq_hz):
     f = np.ascontiguousarray(freq_hz, dtype=np.float64)
     if dw.shape != (vis.shape[0],) or f.shape != (vis.shape[1],):
         raise ValueError(f"dw_m {dw.shape} / freq_hz {f.shape} do not match vis {vis.shape}")
-    return _rephase(vis, dw, f)
+    return _rephase(vis, dw, f, _uniform_channels(f, dw))
 
 
 @njit(cache=True, nogil=True)
@@ -169,11 +204,16 @@ def predict_point_sources(delay_m, flux, time_index, ant1, ant2, freq_hz, dtype=
 
 
 @njit(cache=True, nogil=True)
-def _to_ms_order(vis, flags, nsamples, order, conj_in, reverse, vis_out, flag_out, wsum, nvalid):
+def _to_ms_order(vis, flags, nsamples, order, conj_in, reverse, dw_m, freq_out, uniform,
+                 vis_out, flag_out, wsum, nvalid):
     nrow, nchan, npol = vis.shape
+    turn = dw_m.shape[0] > 0
+    rot = np.ones(nchan, dtype=np.complex128)
     for i in range(order.shape[0]):
         r = order[i]
         keep = conj_in[r]
+        if turn:
+            _phasors(-2.0 * math.pi * dw_m[i] / C_M_S, freq_out, uniform, rot)
         for c in range(nchan):
             co = nchan - 1 - c if reverse else c
             for p in range(npol):
@@ -182,14 +222,17 @@ def _to_ms_order(vis, flags, nsamples, order, conj_in, reverse, vis_out, flag_ou
                 if not (math.isfinite(v.real) and math.isfinite(v.imag)):
                     v = 0j
                     f = True
-                vis_out[i, co, p] = v if keep else v.conjugate()
+                if not keep:
+                    v = v.conjugate()
+                vis_out[i, co, p] = v * rot[co] if turn else v
                 flag_out[i, co, p] = f
                 if not f:
                     wsum[i, p] += nsamples[r, c, p]
                     nvalid[i, p] += 1
 
 
-def to_ms_order(vis, flags, nsamples, order, keep_phase, *, reverse, out=None):
+def to_ms_order(vis, flags, nsamples, order, keep_phase, *, reverse, dw_m=None, freq_hz=None,
+                out=None):
     """One pass from raw UVH5 rows to Measurement Set rows, convention and channel order.
 
     Parameters
@@ -207,6 +250,11 @@ def to_ms_order(vis, flags, nsamples, order, keep_phase, *, reverse, out=None):
         so those rows keep their raw value and all others are conjugated.
     reverse : bool
         Reverse the channel axis (descending raw frequencies -> ascending).
+    dw_m : (Nrows,) float, optional
+        Rephase as well: ``w_new - w_old`` (m, MS convention) of each OUTPUT row; the output
+        is multiplied by ``exp(-2 pi i dw nu / c)`` as in :func:`rephase`.
+    freq_hz : (Nchan,) float, optional
+        Frequencies (Hz) of the OUTPUT channels, needed with ``dw_m``.
     out : tuple of (vis_out, flag_out), optional
         Preallocated C-contiguous outputs (reused buffers avoid page faults).
 
@@ -233,8 +281,13 @@ def to_ms_order(vis, flags, nsamples, order, keep_phase, *, reverse, out=None):
         if vis_out.shape != (n,) + vis.shape[1:] or flag_out.shape != vis_out.shape \
                 or vis_out.dtype != vis.dtype or not vis_out.flags.c_contiguous:
             raise ValueError("out arrays do not match the input")
+    dw = np.zeros(0) if dw_m is None else np.ascontiguousarray(dw_m, dtype=np.float64)
+    f = np.zeros(vis.shape[1]) if freq_hz is None else np.ascontiguousarray(freq_hz, np.float64)
+    if dw.size and (dw.shape != (n,) or f.shape != (vis.shape[1],)):
+        raise ValueError(f"dw_m {dw.shape} / freq_hz {f.shape} do not match {n} rows of "
+                         f"{vis.shape[1]} channels")
     wsum = np.zeros((n, vis.shape[2]), dtype=np.float64)
     nvalid = np.zeros((n, vis.shape[2]), dtype=np.int64)
-    _to_ms_order(vis, flags, nsamples, order, keep, bool(reverse), vis_out, flag_out, wsum,
-                 nvalid)
+    _to_ms_order(vis, flags, nsamples, order, keep, bool(reverse), dw, f,
+                 _uniform_channels(f, dw), vis_out, flag_out, wsum, nvalid)
     return vis_out, flag_out, wsum, nvalid

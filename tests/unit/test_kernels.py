@@ -43,12 +43,25 @@ def test_baseline_uvw_validates():
         baseline_uvw_ms(np.eye(3)[None], np.zeros((2, 3)), [1], [0], [1])
 
 
+def _grid(kind, n):
+    """Channel grids: DSA-110's full band (uniform), a short uniform one, an irregular one."""
+    if kind == "band":
+        return 1.4984e9 - 244140.625 * np.arange(n)[::-1]
+    f = np.linspace(1.3e9, 1.5e9, n)
+    if kind == "irregular":
+        f[n // 2] += 10.0  # 10 Hz off the grid: ~1e-3 rad at 3 km, so no recurrence
+    return f
+
+
 @pytest.mark.parametrize("cdtype", [np.complex64, np.complex128])
-def test_rephase_matches_numpy(cdtype):
-    vis = (rng.standard_normal((20, 5, 2)) + 1j * rng.standard_normal((20, 5, 2))).astype(cdtype)
+@pytest.mark.parametrize("kind,nchan", [("uniform", 5), ("band", 768), ("irregular", 7)])
+def test_rephase_matches_numpy(cdtype, kind, nchan):
+    vis = (rng.standard_normal((20, nchan, 2))
+           + 1j * rng.standard_normal((20, nchan, 2))).astype(cdtype)
     dw = rng.uniform(-3000, 3000, 20)
-    f = np.linspace(1.3e9, 1.5e9, 5)
-    ref = vis * np.exp(-2j * np.pi * dw[:, None, None] * f[None, :, None] / C_M_S)
+    f = _grid(kind, nchan)
+    ref = vis.astype(np.complex128) * np.exp(-2j * np.pi * dw[:, None, None] * f[None, :, None]
+                                             / C_M_S)
     got = rephase(vis.copy(), dw, f)
     tol = 1e-5 if cdtype == np.complex64 else 1e-9
     np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * 10)
@@ -99,7 +112,8 @@ def test_predict_matches_numpy_dft(cdtype):
 
 @pytest.mark.parametrize("cdtype", [np.complex64, np.complex128])
 @pytest.mark.parametrize("reverse", [False, True])
-def test_to_ms_order_matches_numpy(cdtype, reverse):
+@pytest.mark.parametrize("turn", [False, True])
+def test_to_ms_order_matches_numpy(cdtype, reverse, turn):
     from kernels.visibility import to_ms_order
 
     n, c, p = 12, 5, 2
@@ -110,7 +124,11 @@ def test_to_ms_order_matches_numpy(cdtype, reverse):
     ns = rng.uniform(0.5, 1, (n, c, p)).astype(np.float32)
     order = rng.permutation(n)
     keep = rng.random(n) < 0.3
-    got_v, got_f, wsum, nvalid = to_ms_order(vis, flags, ns, order, keep, reverse=reverse)
+    dw = rng.uniform(-2000, 2000, n)  # per OUTPUT row
+    f_out = np.linspace(1.31e9, 1.32e9, c)  # ascending OUTPUT channels
+    extra = dict(dw_m=dw, freq_hz=f_out) if turn else {}
+    got_v, got_f, wsum, nvalid = to_ms_order(vis, flags, ns, order, keep, reverse=reverse,
+                                             **extra)
     # numpy reference, written the obvious way
     bad = ~np.isfinite(vis)
     v = np.where(bad, 0, vis)
@@ -121,7 +139,12 @@ def test_to_ms_order_matches_numpy(cdtype, reverse):
     ref_n = (~ref_f).sum(axis=1)
     if reverse:
         ref_v, ref_f = ref_v[:, ::-1], ref_f[:, ::-1]
-    np.testing.assert_array_equal(got_v, ref_v)
+    if turn:
+        ref_v = ref_v * np.exp(-2j * np.pi * dw[:, None, None] * f_out[None, :, None] / C_M_S)
+        tol = 1e-5 if cdtype == np.complex64 else 1e-9
+        np.testing.assert_allclose(got_v, ref_v, rtol=tol, atol=tol)
+    else:
+        np.testing.assert_array_equal(got_v, ref_v)
     np.testing.assert_array_equal(got_f, ref_f)
     np.testing.assert_allclose(wsum, ref_w, rtol=1e-6)
     np.testing.assert_array_equal(nvalid, ref_n)
