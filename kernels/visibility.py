@@ -205,7 +205,7 @@ def predict_point_sources(delay_m, flux, time_index, ant1, ant2, freq_hz, dtype=
 
 @njit(cache=True, nogil=True)
 def _to_ms_order(vis, flags, nsamples, order, conj_in, reverse, dw_m, freq_out, uniform,
-                 vis_out, flag_out, wsum, nvalid):
+                 vis_out, flag_out, wsum, nvalid, nonfinite):
     nrow, nchan, npol = vis.shape
     turn = dw_m.shape[0] > 0
     rot = np.ones(nchan, dtype=np.complex128)
@@ -222,6 +222,7 @@ def _to_ms_order(vis, flags, nsamples, order, conj_in, reverse, dw_m, freq_out, 
                 if not (math.isfinite(v.real) and math.isfinite(v.imag)):
                     v = 0j
                     f = True
+                    nonfinite[i] += 1
                 if not keep:
                     v = v.conjugate()
                 vis_out[i, co, p] = v * rot[co] if turn else v
@@ -261,8 +262,9 @@ def to_ms_order(vis, flags, nsamples, order, keep_phase, *, reverse, dw_m=None, 
     Returns
     -------
     vis_out (Nrows, Nchan, Npols) complex64, flag_out bool, wsum (Nrows, Npols) float64
-    (sum of nsamples over unflagged channels), nvalid (Nrows, Npols) int64. Non-finite
-    visibilities are zeroed and flagged.
+    (sum of nsamples over unflagged channels), nvalid (Nrows, Npols) int64, nonfinite
+    (Nrows,) int64 (NaN/Inf samples per output row). Non-finite visibilities are zeroed and
+    flagged.
     """
     order = np.ascontiguousarray(order, dtype=np.int64)
     keep = np.ascontiguousarray(keep_phase, dtype=np.bool_)
@@ -288,6 +290,7 @@ def to_ms_order(vis, flags, nsamples, order, keep_phase, *, reverse, dw_m=None, 
                          f"{vis.shape[1]} channels")
     wsum = np.zeros((n, vis.shape[2]), dtype=np.float64)
     nvalid = np.zeros((n, vis.shape[2]), dtype=np.int64)
+    nonfinite = np.zeros(n, dtype=np.int64)
     _to_ms_order(vis, flags, nsamples, order, keep, bool(reverse), dw, f,
-                 _uniform_channels(f, dw), vis_out, flag_out, wsum, nvalid)
-    return vis_out, flag_out, wsum, nvalid
+                 _uniform_channels(f, dw), vis_out, flag_out, wsum, nvalid, nonfinite)
+    return vis_out, flag_out, wsum, nvalid, nonfinite

@@ -127,8 +127,8 @@ def test_to_ms_order_matches_numpy(cdtype, reverse, turn):
     dw = rng.uniform(-2000, 2000, n)  # per OUTPUT row
     f_out = np.linspace(1.31e9, 1.32e9, c)  # ascending OUTPUT channels
     extra = dict(dw_m=dw, freq_hz=f_out) if turn else {}
-    got_v, got_f, wsum, nvalid = to_ms_order(vis, flags, ns, order, keep, reverse=reverse,
-                                             **extra)
+    got_v, got_f, wsum, nvalid, nonfinite = to_ms_order(vis, flags, ns, order, keep,
+                                                        reverse=reverse, **extra)
     # numpy reference, written the obvious way
     bad = ~np.isfinite(vis)
     v = np.where(bad, 0, vis)
@@ -148,6 +148,7 @@ def test_to_ms_order_matches_numpy(cdtype, reverse, turn):
     np.testing.assert_array_equal(got_f, ref_f)
     np.testing.assert_allclose(wsum, ref_w, rtol=1e-6)
     np.testing.assert_array_equal(nvalid, ref_n)
+    np.testing.assert_array_equal(nonfinite, bad.sum(axis=(1, 2))[order])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
