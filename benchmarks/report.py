@@ -21,8 +21,9 @@ PACKAGES = ("ray", "pyuvdata", "casatools", "casatasks", "python-casacore", "num
 # what the plot shows: (case, panel title, unit, [(label, dotted key)])
 PANELS = (
     ("convert_vs_pyuvdata", "one observation to MS", "s",
-     [("engine", "engine_run2.seconds"), ("pyuvdata", "pyuvdata.seconds"),
-      ("I/O floor", "io.floor_s")]),
+     [("engine", "engine_run2.seconds"), ("engine, cold cache", "engine_cold.seconds"),
+      ("pyuvdata", "pyuvdata.seconds"), ("disk floor", "io.floor_s"),
+      ("page-cache copy", "io_page_cache.floor_s")]),
     ("kernels", "rephasing, one core", "1e6 vis/s",
      [("numba", "numba_vis_per_s"), ("numpy", "numpy_vis_per_s"),
       ("pyuvdata", "pyuvdata_vis_per_s")]),
