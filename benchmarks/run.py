@@ -11,6 +11,7 @@ Cases (in this order; ``mosaic`` reuses the ``e2e`` run's images, so give both):
 ``convert``         engine conversion in one process, with peak memory
 ``convert_vs_pyuvdata``  engine on Ray vs pyuvdata's read/concat/phase/write_ms, and the
                     I/O floor measured in the same run
+``uvw_references``  the engine's UVW against pyuvdata, casacore's touvw and CASA's simulator
 ``calibrate_image`` bandpass + gains, then tclean and WSClean on the same MS and grid
 ``discovery``       a day of files (4480) scanned and leased
 ``registry``        a year of observations (100,000) in the registry
@@ -35,6 +36,7 @@ from benchmarks.conversion import bench_convert, bench_convert_vs_pyuvdata, benc
 from benchmarks.kernels import bench_kernels
 from benchmarks.science import bench_calibrate_image
 from benchmarks.throughput import bench_e2e, bench_mosaic
+from benchmarks.uvw_references import bench_uvw_references
 from engine import config
 
 SCALES = {
@@ -42,7 +44,7 @@ SCALES = {
     "full": {"sim.nants": 96, "sim.nchan_per_subband": 48, "sim.ntimes": 24, "sim.nsources": 10},
 }
 CASES = {"simulate": bench_simulate, "kernels": bench_kernels, "convert": bench_convert,
-         "convert_vs_pyuvdata": bench_convert_vs_pyuvdata,
+         "convert_vs_pyuvdata": bench_convert_vs_pyuvdata, "uvw_references": bench_uvw_references,
          "calibrate_image": bench_calibrate_image, "discovery": bench_discovery,
          "registry": bench_registry, "e2e": bench_e2e, "mosaic": bench_mosaic}
 
