@@ -162,16 +162,23 @@ def test_run_follow_drains_on_sigterm(tmp_path):
          "--incoming", str(tmp_path / "in"), "--stage", str(tmp_path / "st"),
          "--products", str(tmp_path / "pr"), "--registry", str(reg_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    t0 = time.time()
-    while time.time() - t0 < 300:
-        if reg_path.exists():
-            n = sqlite3.connect(reg_path).execute(
-                "SELECT count(*) FROM observations WHERE state = 'imaged'").fetchone()[0]
+    try:
+        t0 = time.time()
+        while time.time() - t0 < 300:
+            try:  # read-only: the file may not exist yet, or exist a moment before its tables
+                n = sqlite3.connect(f"file:{reg_path}?mode=ro", uri=True).execute(
+                    "SELECT count(*) FROM observations WHERE state = 'imaged'").fetchone()[0]
+            except sqlite3.OperationalError:
+                n = 0
             if n == 2:
                 break
-        time.sleep(0.5)
-    os.kill(p.pid, signal.SIGTERM)
-    out, err = p.communicate(timeout=300)
+            time.sleep(0.5)
+        os.kill(p.pid, signal.SIGTERM)
+        out, err = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:  # never leave a driver (and its Ray cluster) behind
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
     assert p.returncode == 0, err[-2000:]
     assert "real-time factor" in out and "imaged: 2" in out
     db = sqlite3.connect(reg_path)
