@@ -53,9 +53,10 @@ def bucket_bytes(nrows: int, nchan: int, npol: int) -> int:
 
 
 # DATA tiles of at most this many bytes. Measured on one full observation (1.37 GB of
-# DATA, blocks of 18,624 rows): tiles of 64-128 rows (0.8-1.6 MB) wrote in 0.33-0.42 s in
-# every run; 256-512 rows (3-6 MB) took 0.38-1.7 s from run to run; the standard storage
-# manager took 1.1 s, 0.6 s of it in addrows (it initialises every bucket).
+# DATA, blocks of 18,624 rows): tiles of 64-512 rows wrote in 0.33-0.45 s at best and up to
+# 2.5 s in unlucky runs (this VM's page-allocation noise hits every size); 64-128 rows
+# (0.8-1.6 MB) were fast most often. The standard storage manager took 1.1 s, 0.6 s of it
+# in addrows, which initialises every bucket.
 DATA_TILE_BYTES = 3 << 19
 
 

@@ -149,6 +149,8 @@ def test_to_ms_order_matches_numpy(cdtype, reverse, turn):
     np.testing.assert_allclose(wsum, ref_w, rtol=1e-6)
     np.testing.assert_array_equal(nvalid, ref_n)
     np.testing.assert_array_equal(nonfinite, bad.sum(axis=(1, 2))[order])
+    with pytest.raises(ValueError):  # a rotation without its frequencies is refused
+        to_ms_order(vis, flags, ns, order, keep, reverse=reverse, dw_m=dw)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
