@@ -9,7 +9,6 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 
 from engine import config
 
@@ -134,8 +133,11 @@ def _io_pass(files, out_bytes, work: Path, *, direct: bool, block: int) -> dict:
         t0 = time.perf_counter()
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | flags)
         try:
-            for _ in range(int(np.ceil(out_bytes / block))):
+            for _ in range(out_bytes // block):
                 os.write(fd, view)
+            rest = -(-(out_bytes % block) // 4096) * 4096  # O_DIRECT writes whole 4 kB pages
+            if rest:
+                os.write(fd, view[:rest])
             if direct:
                 os.fsync(fd)
         finally:
