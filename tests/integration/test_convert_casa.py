@@ -96,11 +96,11 @@ def test_casa_reads_the_ms_and_finds_the_source(converted, mode):
     assert abs(res["times"][0] - t0) < 0.01
     # UVW against casacore's own measures (touvw) for the rows of the middle integration:
     # the two must differ by one rotation of the frame, nothing else (same antennas, times,
-    # signs), and by less than 0.6 arcsec. Measured 0.47 arcsec (4.8 mm on 2.47 km), the
-    # same as pyuvdata's uvw differ from casacore's: UT1-UTC in casadata's tables and in
-    # astropy's differ by 5 ms (74 mas), the engine's w axis is the topocentric apparent
-    # direction the correlator tracks (diurnal aberration, up to 0.26 arcsec, casacore's is
-    # geocentric), and polar motion (~0.4 arcsec) is handled differently.
+    # signs), and by less than 0.6 arcsec. Measured 0.47 arcsec (4.8 mm on 2.47 km), as
+    # much as pyuvdata's uvw differ from casacore's: the engine's w axis is the topocentric
+    # apparent direction the correlator tracks (without diurnal aberration it would be
+    # 0.25 arcsec from casacore's), casadata's and astropy's UT1-UTC differ by 5 ms, and the
+    # rest is polar motion and precession-nutation models (docs/CONVERSION.md).
     casa, mine = np.array(res["uvw_casa"]), np.array(res["uvw_ms"])
     angle, resid = _rotation_between(mine, casa)
     assert resid < 1e-4  # m: nothing but a rotation

@@ -9,7 +9,7 @@ writes the MS with pyuvdata's own writer. Nothing here uses engine code.
 
 ``--exact-frame-pa``: pyuvdata turns u,v from the apparent frame to J2000 by a position
 angle it finds from two points 0.5 deg either side of the centre, taken at one end of the
-arc: an error of about 0.5 deg x tan(dec) x frame_pa, first order in the offset (5.3e-5 rad
+arc: an error of about -0.5 deg x tan(dec) x frame_pa, first order in the offset (5.3e-5 rad
 at dec 55 deg in 2025, 10 cm on a 2.5 km baseline). With this flag the angle comes from
 the same pyuvdata function with a 1e-6 rad offset (left error ~1e-8 rad) and the uvw are
 recomputed from the antenna positions; w, and so the visibilities, do not change. The
