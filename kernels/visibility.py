@@ -283,8 +283,8 @@ def to_ms_order(vis, flags, nsamples, order, keep_phase, *, reverse, dw_m=None, 
         if vis_out.shape != (n,) + vis.shape[1:] or flag_out.shape != vis_out.shape \
                 or vis_out.dtype != vis.dtype or not vis_out.flags.c_contiguous:
             raise ValueError("out arrays do not match the input")
-    if (dw_m is None) != (freq_hz is None):
-        raise ValueError("dw_m and freq_hz go together (rephasing needs both)")
+    if dw_m is not None and freq_hz is None:
+        raise ValueError("rephasing (dw_m) needs the output channels' freq_hz")
     dw = np.zeros(0) if dw_m is None else np.ascontiguousarray(dw_m, dtype=np.float64)
     f = np.zeros(vis.shape[1]) if freq_hz is None else np.ascontiguousarray(freq_hz, np.float64)
     if dw.size and (dw.shape != (n,) or f.shape != (vis.shape[1],)):

@@ -126,7 +126,8 @@ def test_to_ms_order_matches_numpy(cdtype, reverse, turn):
     keep = rng.random(n) < 0.3
     dw = rng.uniform(-2000, 2000, n)  # per OUTPUT row
     f_out = np.linspace(1.31e9, 1.32e9, c)  # ascending OUTPUT channels
-    extra = dict(dw_m=dw, freq_hz=f_out) if turn else {}
+    # the engine passes the block's frequencies in both phasings, dw_m only in single
+    extra = dict(dw_m=dw, freq_hz=f_out) if turn else dict(freq_hz=f_out)
     got_v, got_f, wsum, nvalid, nonfinite = to_ms_order(vis, flags, ns, order, keep,
                                                         reverse=reverse, **extra)
     # numpy reference, written the obvious way
