@@ -47,9 +47,9 @@ class MSLayout:
 
 
 def bucket_bytes(nrows: int, nchan: int, npol: int) -> int:
-    """StandardStMan bucket for FLAG: 32 MB (fast for full observations), but never more
-    than a column of 8-byte values would hold (a small MS stays small)."""
-    return int(min(32 << 20, max(64 << 10, nrows * nchan * npol * 8)))
+    """StandardStMan bucket for FLAG (one bit per flag): the whole column, at most 32 MB,
+    at least 64 kB (a small MS stays small)."""
+    return int(min(32 << 20, max(64 << 10, nrows * nchan * npol // 8)))
 
 
 # DATA tiles of at most this many bytes. Measured on one full observation (1.37 GB of

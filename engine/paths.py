@@ -30,23 +30,16 @@ def confine(path, root) -> Path:
 LEAF_BYTES = 64 << 20
 
 
-def _sha256_file(path: Path) -> str:
+def _hash_range(path: Path, offset: int = 0, n: int | None = None):
+    """sha256 object of ``n`` bytes of ``path`` from ``offset`` (to the end when None)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _leaf(path: Path, offset: int, n: int) -> bytes:
-    with open(path, "rb") as fh:
         fh.seek(offset)
-        h = hashlib.sha256()
-        left = n
-        while left > 0 and (chunk := fh.read(min(1 << 22, left))):
+        left = float("inf") if n is None else n
+        while left > 0 and (chunk := fh.read(int(min(1 << 22, left)))):
             h.update(chunk)
             left -= len(chunk)
-    return h.digest()
+    return h
 
 
 def digest(path) -> tuple[str, int]:
@@ -59,7 +52,7 @@ def digest(path) -> tuple[str, int]:
     """
     p = Path(path)
     if p.is_file():
-        return _sha256_file(p), p.stat().st_size
+        return _hash_range(p).hexdigest(), p.stat().st_size
     # casacore rewrites table.lock whenever a table is opened: not part of the content
     files = sorted(q for q in p.rglob("*") if q.is_file() and q.name != "table.lock")
     jobs = []  # (file index, offset, length)
@@ -72,7 +65,8 @@ def digest(path) -> tuple[str, int]:
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        leaves = list(pool.map(lambda j: _leaf(files[j[0]], j[1], j[2]), jobs))
+        leaves = list(pool.map(lambda j: _hash_range(files[j[0]], j[1], j[2]).digest(),
+                               jobs))
     per_file = [hashlib.sha256() for _ in files]
     for (i, _, _), leaf in zip(jobs, leaves):
         per_file[i].update(leaf)

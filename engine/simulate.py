@@ -192,10 +192,10 @@ def simulate_observation(cfg: Config, tel: Telescope, start_jd: float, out_dir: 
     udir /= np.linalg.norm(udir, axis=1, keepdims=True)
     vdir = np.cross(wdir, udir)
     rot = np.stack([udir, vdir, wdir], axis=1)
-    bl = ant_xyz[[station_index[s] for s in a2_rows]] - ant_xyz[[station_index[s] for s in a1_rows]]
-    uvw_file = np.einsum("rij,rj->ri", rot[time_index], bl).astype(np.float32)
     i1 = np.array([station_index[s] for s in a1_rows])
     i2 = np.array([station_index[s] for s in a2_rows])
+    bl = ant_xyz[i2] - ant_xyz[i1]
+    uvw_file = np.einsum("rij,rj->ri", rot[time_index], bl).astype(np.float32)
     if gains is not None:
         gi = {s: k for k, s in enumerate(gains.stations)}
         g1i = np.array([gi[s] for s in a1_rows])
