@@ -4,8 +4,10 @@ An observation holds a calibrator when a catalog source within the primary beam 
 pointing declination reaches apparent hour angle 0 between the observation's first and
 last integration. Its MS is converted with the calibrator at the phase centre; CASA then
 solves a bandpass (per channel, normalised) and complex gains (per antenna and
-polarization) against a point-source model with the catalog flux density and spectral
-index. Tables are valid for windows in OBSERVATION time (MJD) around the transit.
+polarization) against the model the dishes saw: the calibrator and the bright reference
+sources, each through the primary beam at every integration and channel
+(:mod:`engine.skymodel`). Tables are valid for windows in OBSERVATION time (MJD) around
+the transit.
 
 Sign convention: CASA's gains satisfy ``V_ij = G_i conj(G_j) M_ij`` for the MS's
 ANTENNA1 = i, ANTENNA2 = j.
@@ -25,6 +27,7 @@ from engine import calibrators
 from engine.config import Config
 from engine.errors import CasaTaskError
 from engine.paths import commit_dir
+from engine.skymodel import write_model
 
 log = logging.getLogger(__name__)
 
@@ -105,19 +108,12 @@ def solve(ms: str, out_dir: str, cfg: Config, *, obs_id: str, cal: dict) -> dict
     work = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    cl_path = str(work / "model.cl")
-    cl = ct.componentlist()
-    cl.addcomponent(dir=f"J2000 {cal['ra_rad']}rad {cal['dec_rad']}rad", flux=cal["flux_jy"],
-                    fluxunit="Jy", freq="1.4GHz", shape="point", spectrumtype="spectral index",
-                    index=cal["spectral_index"])
-    cl.rename(cl_path)
-    cl.close()
     refant = pick_refant(ct, ms, c.refant)
     bp, g = str(work / f"{obs_id}.B"), str(work / f"{obs_id}.G")
     cwd = os.getcwd()
     os.chdir(work)
     try:
-        casatasks.ft(vis=ms, complist=cl_path, usescratch=True)
+        model = write_model(ct, ms, cal, cfg)
         casatasks.bandpass(vis=ms, caltable=bp, solint="inf", combine="scan,field",
                            refant=refant, minsnr=c.minsnr, solnorm=True, bandtype="B",
                            uvrange=c.uvrange)
@@ -133,9 +129,8 @@ def solve(ms: str, out_dir: str, cfg: Config, *, obs_id: str, cal: dict) -> dict
             raise CasaTaskError(f"calibration of {ms} wrote no {Path(t).name}")
     used = antennas_with_data(ct, ms)
     qa = {"bandpass": _table_qa(ct, bp, used), "gains": _table_qa(ct, g, used),
-          "refant": refant,
+          "refant": refant, "model": model,
           "solve_s": time.perf_counter() - t0}
-    shutil.rmtree(cl_path, ignore_errors=True)
     tables = commit_dir(work, out_dir, {"bandpass": Path(bp).name, "gains": Path(g).name})
     transit_mjd = cal["transit_jd"] - JD_TO_MJD
     for kind, half in (("bandpass", c.bandpass_valid_h), ("gains", c.gain_valid_h)):

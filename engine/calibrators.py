@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from astropy import units as u
@@ -34,15 +35,47 @@ class Calibrator:
 
 
 def load_catalog(name: str = "calibrators.csv") -> dict[str, Calibrator]:
+    """Point sources from a catalogue CSV (lines starting with ``#`` are comments).
+
+    Columns: ``name``; the J2000 position either as ``ra_deg,dec_deg`` or as
+    ``ra_hms,dec_dms`` (sexagesimal); the 1.4 GHz flux density as ``flux_jy`` or
+    ``flux_jy_1400mhz`` (Jy); ``spectral_index`` (alpha, S ~ nu^alpha). The calibrator
+    catalogue and a reference catalogue of field sources share this format.
+    """
     path = config_file(name)
-    with open(path) as fh:
-        rows = list(csv.DictReader(ln for ln in fh if not ln.startswith("#")))
+    try:
+        with open(path) as fh:
+            rows = list(csv.DictReader(ln for ln in fh if not ln.startswith("#")))
+    except OSError as exc:
+        raise ConfigError(f"catalogue {path}: {exc.strerror}") from None
     out = {}
-    for r in rows:
-        c = SkyCoord(r["ra_hms"], r["dec_dms"], unit=(u.hourangle, u.deg), frame="icrs")
-        out[r["name"]] = Calibrator(r["name"], c.ra.rad, c.dec.rad,
-                                    float(r["flux_jy_1400mhz"]), float(r["spectral_index"]))
+    for i, r in enumerate(rows, 1):
+        try:
+            if r.get("ra_deg") not in (None, ""):
+                ra, dec = np.deg2rad(float(r["ra_deg"])), np.deg2rad(float(r["dec_deg"]))
+            else:
+                c = SkyCoord(r["ra_hms"], r["dec_dms"], unit=(u.hourangle, u.deg), frame="icrs")
+                ra, dec = c.ra.rad, c.dec.rad
+            flux = float(r["flux_jy"] if r.get("flux_jy") not in (None, "")
+                         else r["flux_jy_1400mhz"])
+            out[r["name"]] = Calibrator(r["name"], float(ra), float(dec), flux,
+                                        float(r["spectral_index"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"catalogue {path}, row {i}: {exc!r} (columns: name, ra_deg, "
+                              "dec_deg or ra_hms, dec_dms, flux_jy, spectral_index)") from None
     return out
+
+
+def write_catalog(path, sources, *, comment: str = "") -> None:
+    """Write point sources (objects with name, ra_rad, dec_rad, flux_jy, spectral_index)
+    in the catalogue format :func:`load_catalog` reads (degrees, 1.4 GHz Jy)."""
+    lines = [f"# {comment}\n" if comment else "",
+             "# J2000 positions (deg), flux density at 1.4 GHz (Jy), S ~ nu^alpha\n",
+             "name,ra_deg,dec_deg,flux_jy,spectral_index\n"]
+    for s in sources:
+        lines.append(f"{s.name},{np.rad2deg(s.ra_rad):.8f},{np.rad2deg(s.dec_rad):.8f},"
+                     f"{s.flux_jy:.6g},{s.spectral_index:.4f}\n")
+    Path(path).write_text("".join(lines))
 
 
 def get(name: str) -> Calibrator:

@@ -91,6 +91,11 @@ def _demo(cfg, workdir: Path) -> int:
               f"({cfg.sim.nants} antennas, {cfg.sim.ntimes} integrations, "
               f"{cfg.sim.nchan_per_subband} channels per subband) in {time.time() - t0:.1f} s "
               f"into {incoming}")
+    catalog = workdir / simulate.REFERENCE_CATALOG
+    if not cfg.sky.reference_catalog and catalog.exists():
+        # the demo's reference catalogue is its simulated sky, as a survey would list it
+        cfg = config_mod.load(None, {**cfg.as_flat(), "sky.reference_catalog": str(catalog)})
+        print(f"reference catalogue: {catalog}")
     t0 = time.time()
     summary = scheduler.run(cfg, workdir)
     wall = time.time() - t0
@@ -194,7 +199,8 @@ def main(argv=None) -> int:
             out = Path(args.out) if args.out else cfg.resolve_path("incoming", base)
             simulate.simulate_run(cfg, out, truth_path=out / "truth.json")
             print(f"wrote {cfg.sim.nobs * cfg.band.nsubbands} files into {out}; "
-                  f"truth in {out / 'truth.json'}")
+                  f"truth in {out / 'truth.json'}, reference catalogue in "
+                  f"{out / simulate.REFERENCE_CATALOG}")
             return 0
         if args.cmd == "convert":
             from engine.convert import convert_local

@@ -75,8 +75,18 @@ SCHEMA: tuple[Field, ...] = (
     F("sim.seed", int, 1234, "random seed of the simulated sky, gains and noise"),
     F("sim.calibrator", str, "", "catalog calibrator that transits during the run ('' none); "
       "sets the start time and pointing declination"),
+    F("sim.calibrator_offset_deg", float, 0.57,
+      "pointing declination minus the calibrator's apparent declination at transit (deg); "
+      "at the telescope calibrators are rarely on the beam axis"),
+    F("sim.catalog_flux_error", float, 0.03,
+      "fractional rms error of field-source fluxes in the reference catalogue the simulator "
+      "writes beside its truth (a survey catalogue is not the truth)", minimum=0.0),
     F("sim.transit_obs", int, -1, "observation (0-based) whose middle holds the transit; "
       "-1: the middle observation of the run"),
+    # sky
+    F("sky.reference_catalog", str, "",
+      "reference catalogue of field sources (CSV: name, ra_deg, dec_deg, flux_jy at 1.4 GHz, "
+      "spectral_index; relative paths under configs/); '' uses the calibrator catalogue alone"),
     # paths
     F("paths.incoming", str, "incoming", "folder the correlator writes into"),
     F("paths.stage", str, "stage", "work area for products being made"),
@@ -102,8 +112,13 @@ SCHEMA: tuple[Field, ...] = (
     # calibration
     F("calibrate.enabled", bool, True, "solve on calibrator transits and apply the solutions"),
     F("calibrate.catalog", str, "calibrators.csv", "calibrator catalog under configs/"),
-    F("calibrate.max_offset_deg", float, 1.0,
-      "a calibrator counts if its dec is this close to the pointing (deg)"),
+    F("calibrate.max_offset_deg", float, 1.5,
+      "a calibrator counts if its dec is this close to the pointing (deg; the Airy beam "
+      "still passes 37 % at 1.5 deg and 1.5 GHz)"),
+    F("calibrate.model_min_flux_jy", float, 0.05,
+      "reference-catalogue sources whose apparent flux density (through the primary beam, "
+      "band centre, mid-observation) reaches this join the calibrator's model (Jy)",
+      minimum=0.0),
     F("calibrate.refant", str, "", "reference antenna name; '' picks the one nearest the "
       "array centre"),
     F("calibrate.minsnr", float, 3.0, "minimum SNR of a solution"),
@@ -135,11 +150,36 @@ SCHEMA: tuple[Field, ...] = (
     F("image.weighting", str, "briggs", "tclean weighting",
       choices=("natural", "uniform", "briggs")),
     F("image.robust", float, 0.5, "Briggs robust parameter"),
-    F("image.niter", int, 1000, "tclean iterations", minimum=0),
-    F("image.threshold_sigma", float, 5.0,
-      "clean down to this many times the dirty image rms (MAD)", minimum=0.0),
+    F("image.niter", int, 100000, "largest number of clean components (the stopping rule "
+      "is image.nsigma; this is a safety cap)", minimum=0),
+    F("image.nsigma", float, 3.0,
+      "clean until the peak residual is below this many times the RESIDUAL's robust rms, "
+      "re-measured at every major cycle (tclean nsigma, WSClean -auto-threshold)",
+      minimum=0.0),
     F("image.threshold_jy", float, 0.0,
-      "absolute clean threshold (Jy); overrides threshold_sigma when > 0", minimum=0.0),
+      "absolute clean threshold (Jy); cleaning stops at the larger of this and nsigma",
+      minimum=0.0),
+    F("image.auto_mask", bool, True,
+      "clean only inside an automatic mask (tclean auto-multithresh, WSClean -auto-mask)"),
+    F("image.mask_sigma", float, 5.0,
+      "automatic mask: residual peaks above this many rms seed the mask (tclean "
+      "noisethreshold, WSClean -auto-mask)", minimum=0.0),
+    F("image.mask_sidelobe_threshold", float, 1.25,
+      "tclean auto-multithresh: mask only emission above this many times the largest PSF "
+      "sidelobe x peak residual (a snapshot of DSA-110's T array has sidelobes of 0.3-0.6, "
+      "so CASA's 2-3 for 12 m arrays would mask nothing)", minimum=0.0),
+    F("image.mask_min_beam_frac", float, 0.3,
+      "tclean auto-multithresh: prune mask regions smaller than this fraction of the beam "
+      "area (0: no pruning)", minimum=0.0),
+    F("image.max_major_cycles", int, 20,
+      "largest number of major cycles (tclean nmajor, WSClean -nmiter); -1 unlimited",
+      minimum=-1),
+    F("image.cycle_gain", float, 0.8,
+      "major-cycle gain: clean this fraction of the peak residual per minor cycle (WSClean "
+      "-mgain; tclean cyclefactor is derived from the PSF)", minimum=0.01),
+    F("image.max_thermal_ratio", float, 3.0,
+      "QA: an image whose inner residual rms exceeds this many times the data's thermal "
+      "estimate is not published", minimum=1.0),
     F("image.require_calibration", bool, True,
       "observations without valid calibration wait (true) or are imaged as they are (false)"),
     # mosaics

@@ -30,6 +30,9 @@ from engine.telescope import C_M_S, airy_beam
 
 log = logging.getLogger(__name__)
 
+# residual rms and thermal ratio are measured where the primary beam is at least this
+INNER_PB = 0.5
+
 
 def good_fft_size(n: int) -> int:
     """Smallest even integer >= n whose only prime factors are 2, 3 and 5."""
@@ -110,84 +113,115 @@ def _mad_rms(a) -> float:
     return float(1.4826 * np.median(np.abs(a - np.median(a)))) if a.size else float("nan")
 
 
-def _tclean(ct, casatasks, ms, work: Path, fits_path: Path, cfg, cell, imsize, geo,
-            datacolumn):
-    """CASA tclean (dirty image for the rms, then clean to the threshold) -> FITS."""
+def _tclean(ct, casatasks, ms, work: Path, fits_path: Path, resid_path: Path, cfg, cell,
+            imsize, geo, datacolumn):
+    """CASA tclean cleaned to the noise -> image and residual FITS.
+
+    Stopping is set by the RESIDUAL: ``nsigma`` x its robust rms, re-measured at every major
+    cycle (and never below ``image.threshold_jy``); ``auto-multithresh`` grows the mask as
+    the sidelobes come down, so noise peaks and sidelobes are not cleaned.
+    """
+    im = cfg.image
     mid = geo["fields"][len(geo["fields"]) // 2]
     base = str(work / "img")
-    common = dict(vis=ms, imagename=base, imsize=imsize, cell=f"{cell}arcsec",
-                  phasecenter=f"J2000 {mid[0]}rad {mid[1]}rad", specmode="mfs",
-                  gridder=cfg.image.gridder, wprojplanes=cfg.image.wprojplanes,
-                  weighting=cfg.image.weighting, robust=cfg.image.robust, pblimit=-1.0,
-                  datacolumn=datacolumn,
-                  deconvolver="mtmfs" if cfg.image.nterms > 1 else "hogbom",
-                  nterms=cfg.image.nterms)
-    if cfg.image.restoring_beam_arcsec > 0:
-        common["restoringbeam"] = [f"{cfg.image.restoring_beam_arcsec}arcsec"]
-    tt = ".tt0" if cfg.image.nterms > 1 else ""
+    args = dict(vis=ms, imagename=base, imsize=imsize, cell=f"{cell}arcsec",
+                phasecenter=f"J2000 {mid[0]}rad {mid[1]}rad", specmode="mfs",
+                gridder=im.gridder, wprojplanes=im.wprojplanes,
+                # negative: the primary beam does not blank the image, and the residual
+                # statistics (nsigma, masking) cover all of it down to 1 % of the beam
+                weighting=im.weighting, robust=im.robust, pblimit=-0.01,
+                datacolumn=datacolumn,
+                deconvolver="mtmfs" if im.nterms > 1 else "hogbom", nterms=im.nterms,
+                niter=im.niter, nsigma=im.nsigma, threshold=f"{im.threshold_jy}Jy",
+                nmajor=im.max_major_cycles, gain=0.1)
+    if im.auto_mask and im.niter > 0:
+        args.update(usemask="auto-multithresh", noisethreshold=im.mask_sigma,
+                    sidelobethreshold=im.mask_sidelobe_threshold, lownoisethreshold=1.5,
+                    minbeamfrac=im.mask_min_beam_frac, negativethreshold=0.0,
+                    fastnoise=False)
+    if im.restoring_beam_arcsec > 0:
+        args["restoringbeam"] = [f"{im.restoring_beam_arcsec}arcsec"]
+    tt = ".tt0" if im.nterms > 1 else ""
     cwd = os.getcwd()
     os.chdir(work)  # CASA drops helper files in the working directory
     try:
         faults.check("casa.tclean", ms)
-        casatasks.tclean(**common, niter=0)
-        ia = ct.image()
-        ia.open(base + ".residual" + tt)
-        rms = _mad_rms(ia.getchunk())
-        ia.close()
-        if cfg.image.niter > 0:
-            thr = cfg.image.threshold_jy or cfg.image.threshold_sigma * rms
-            casatasks.tclean(**common, niter=cfg.image.niter, threshold=f"{thr}Jy",
-                             calcpsf=False, calcres=False, restart=True)
+        summary = casatasks.tclean(**args, interactive=False)
     except (RuntimeError, ValueError, AssertionError, TypeError) as exc:  # what CASA tasks raise
         raise CasaTaskError(f"tclean on {ms}: {exc.__class__.__name__}: {exc}") from None
     finally:
         os.chdir(cwd)
-    if not Path(base + ".image" + tt).exists():
-        raise CasaTaskError(f"tclean on {ms} wrote no image")
+    for kind in ("image", "residual"):
+        if not Path(base + f".{kind}" + tt).exists():
+            raise CasaTaskError(f"tclean on {ms} wrote no {kind}")
     casatasks.exportfits(imagename=base + ".image" + tt, fitsimage=str(fits_path),
+                         overwrite=True)
+    casatasks.exportfits(imagename=base + ".residual" + tt, fitsimage=str(resid_path),
                          overwrite=True)
     for casa_image in work.glob("img.*"):
         shutil.rmtree(casa_image, ignore_errors=True)
+    summary = summary if isinstance(summary, dict) else {}
+    return {"iterations": int(summary.get("iterdone", -1)),
+            "major_cycles": int(summary.get("nmajordone", -1)),
+            "stop_code": int(summary.get("stopcode", -1))}
 
 
-def _wsclean(ms, work: Path, fits_path: Path, cfg, cell, imsize, geo, datacolumn):
-    """WSClean (a separate process with its own casacore) -> FITS.
+def _wsclean(ms, work: Path, fits_path: Path, resid_path: Path, cfg, cell, imsize, geo,
+             datacolumn):
+    """WSClean (a separate process with its own casacore) cleaned to the noise -> FITS.
 
+    ``-auto-threshold`` stops at nsigma x the residual's rms re-measured every major cycle;
+    ``-auto-mask`` cleans down to it inside the mask grown at ``image.mask_sigma``.
     WSClean grids every field as if phased to one centre, so it needs a single-phase-centre
     MS (``convert.phasing = single``); a drift-scan MS with one field per integration is
     refused rather than imaged wrongly.
     """
     import subprocess
 
+    im = cfg.image
     if len(geo["fields"]) > 1:
         raise CasaTaskError(f"{ms}: wsclean needs one phase centre, the MS has "
                             f"{len(geo['fields'])} fields (use convert.phasing = single)")
     base = str(work / "wsc")
-    weight = (["-weight", "briggs", str(cfg.image.robust)] if cfg.image.weighting == "briggs"
-              else ["-weight", cfg.image.weighting])
-    thr = (["-threshold", str(cfg.image.threshold_jy)] if cfg.image.threshold_jy
-           else ["-auto-threshold", str(cfg.image.threshold_sigma)])
-    if cfg.image.restoring_beam_arcsec > 0:
-        thr += ["-beam-size", str(cfg.image.restoring_beam_arcsec)]
+    weight = (["-weight", "briggs", str(im.robust)] if im.weighting == "briggs"
+              else ["-weight", im.weighting])
+    stop = ["-auto-threshold", str(im.nsigma)]
+    if im.threshold_jy:
+        stop += ["-threshold", str(im.threshold_jy)]
+    if im.auto_mask and im.niter > 0:
+        stop += ["-auto-mask", str(im.mask_sigma)]
+    if im.max_major_cycles > 0:
+        stop += ["-nmiter", str(im.max_major_cycles)]
+    if im.restoring_beam_arcsec > 0:
+        stop += ["-beam-size", str(im.restoring_beam_arcsec)]
     cmd = ["wsclean", "-quiet", "-name", base, "-size", str(imsize), str(imsize),
-           "-scale", f"{cell}asec", *weight, "-niter", str(cfg.image.niter), *thr,
-           "-mgain", "0.8", "-pol", "I", "-data-column",
+           "-scale", f"{cell}asec", *weight, "-niter", str(im.niter), *stop,
+           "-mgain", str(im.cycle_gain), "-pol", "I", "-data-column",
            "CORRECTED_DATA" if datacolumn == "corrected" else "DATA", "-use-wgridder", ms]
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
     if p.returncode != 0 or not Path(base + "-image.fits").exists():
         raise CasaTaskError(f"wsclean on {ms} failed: {(p.stderr or p.stdout)[-500:]}")
     os.replace(base + "-image.fits", fits_path)
+    os.replace(base + "-residual.fits", resid_path)
     for f in work.glob("wsc-*"):
         f.unlink()
+    return {}
 
 
 def _image_into(work: Path, ms: str, cfg: Config, obs_id: str, caltables, ct, casatasks,
                 t0: float) -> tuple[dict, dict]:
-    """Apply calibration, image, and write image/pb/png FITS into ``work``.
+    """Apply calibration, image, and write image/residual/pb FITS and PNG into ``work``.
 
-    Returns (QA dict, {kind: file name}).
+    Returns (QA dict, {kind: file name}). QA holds the residual's robust rms inside the
+    primary beam's half-power region, the data's own thermal estimate for the same weights
+    and grid (:mod:`engine.noise`), and their ratio.
     """
+    import warnings
+
     from astropy.io import fits
+    from astropy.wcs import WCS, FITSFixedWarning
+
+    from engine.noise import thermal_estimate
 
     if caltables:
         from engine.calibrate import apply
@@ -196,15 +230,19 @@ def _image_into(work: Path, ms: str, cfg: Config, obs_id: str, caltables, ct, ca
     geo = _ms_geometry(ct, ms)
     cell, imsize = image_size(cfg, geo, cfg.array.dish_diameter_m)
     fits_path = work / f"{obs_id}.image.fits"
+    resid_path = work / f"{obs_id}.residual.fits"
     backend = cfg.image.backend
     if backend == "wsclean" and shutil.which("wsclean") is None:
         log.warning("image.backend = wsclean but no wsclean binary: using tclean")
         backend = "tclean"
     datacolumn = "corrected" if caltables else "data"
+    t_img = time.perf_counter()
     if backend == "wsclean":
-        _wsclean(ms, work, fits_path, cfg, cell, imsize, geo, datacolumn)
+        clean = _wsclean(ms, work, fits_path, resid_path, cfg, cell, imsize, geo, datacolumn)
     else:
-        _tclean(ct, casatasks, ms, work, fits_path, cfg, cell, imsize, geo, datacolumn)
+        clean = _tclean(ct, casatasks, ms, work, fits_path, resid_path, cfg, cell, imsize, geo,
+                        datacolumn)
+    t_img = time.perf_counter() - t_img
     with fits.open(fits_path, mode="update") as hdul:
         h = hdul[0].header
         data = np.squeeze(hdul[0].data)
@@ -216,10 +254,6 @@ def _image_into(work: Path, ms: str, cfg: Config, obs_id: str, caltables, ct, ca
         h["CFGHASH"] = cfg.digest()
         h["BUNIT"] = "Jy/beam"
         beam = (h.get("BMAJ", np.nan) * 3600, h.get("BMIN", np.nan) * 3600, h.get("BPA", np.nan))
-        import warnings
-
-        from astropy.wcs import WCS, FITSFixedWarning
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FITSFixedWarning)
             wcs = WCS(h).celestial
@@ -233,13 +267,28 @@ def _image_into(work: Path, ms: str, cfg: Config, obs_id: str, caltables, ct, ca
     hdr["OBS_ID"] = obs_id
     hdr["COMMENT"] = "Airy primary beam averaged over the drift-scan pointing track"
     fits.PrimaryHDU(pb.astype(np.float32), hdr).writeto(pb_path)
+    with fits.open(resid_path, mode="update") as hdul:
+        resid = np.squeeze(hdul[0].data)
+        hdul[0].header["OBS_ID"] = obs_id
+        hdul[0].header["BUNIT"] = "Jy/beam"
+    inner = pb >= INNER_PB
+    resid_rms = _mad_rms(resid[inner] if inner.any() else resid)
+    noise = thermal_estimate(ct, ms, "CORRECTED_DATA" if caltables else "DATA",
+                             cell_arcsec=cell, imsize=imsize, weighting=cfg.image.weighting,
+                             robust=cfg.image.robust)
     png_path = work / f"{obs_id}.png"
     quicklook(data, png_path, title=obs_id, beam_arcsec=beam, cell_arcsec=cell)
+    thermal = noise["thermal_jy"]
     qa = {"backend": backend, "rms_jy": rms, "peak_jy": peak,
-          "dynamic_range": peak / rms if rms > 0 else None,
+          "dynamic_range": peak / resid_rms if resid_rms > 0 else None,
+          "residual_rms_jy": resid_rms, "thermal_jy": thermal,
+          "thermal_ratio": resid_rms / thermal if thermal > 0 else None,
+          "vis_sigma_jy": noise["vis_sigma_jy"], "clean": clean,
           "bmaj_arcsec": beam[0], "bmin_arcsec": beam[1], "bpa_deg": beam[2],
-          "cell_arcsec": cell, "imsize": imsize, "image_s": time.perf_counter() - t0}
-    return qa, {"image": fits_path.name, "pb": pb_path.name, "png": png_path.name}
+          "cell_arcsec": cell, "imsize": imsize, "imager_s": t_img,
+          "image_s": time.perf_counter() - t0}
+    return qa, {"image": fits_path.name, "residual": resid_path.name, "pb": pb_path.name,
+                "png": png_path.name}
 
 
 def image_observation(ms: str, out_dir: str, cfg: Config, *, obs_id: str,

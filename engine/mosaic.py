@@ -6,7 +6,8 @@ smallest member cell and an extent covering every member image. Each image and i
 primary beam are resampled bilinearly and combined as
 ``sum(w_i B_i I_i) / sum(w_i B_i^2)`` with ``w_i = 1 / sigma_i^2`` (sigma_i the image rms);
 pixels that no member sees with a primary-beam response of at least ``mosaic.min_pb`` are
-blanked (NaN). The weight map written beside the mosaic is ``sum(w_i B_i^2)``.
+blanked (NaN). The weight map written beside the mosaic is ``sum(w_i B_i^2)``. Before
+combination every member is convolved to one common restoring beam (:mod:`engine.beams`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from astropy.wcs import WCS, FITSFixedWarning
 from engine import __version__
 from engine.config import Config
 from engine.errors import StaleProductError
-from engine.image import _mad_rms, quicklook
+from engine.beams import common_beam, convolve_to
+from engine.image import INNER_PB, _mad_rms, quicklook
 from engine.paths import commit_dir
 from kernels.mosaic import accumulate
 
@@ -67,10 +69,37 @@ def output_grid(wcss, shapes, cell_deg: float, pad: int = 4) -> WCS:
     return w
 
 
-def make_mosaic(members: list[dict], out_dir: str, cfg: Config, *, mosaic_id: str) -> dict:
-    """Combine member images into one mosaic; write FITS, weight map and PNG.
+def _common_beam_members(loaded):
+    """Convolve every member (image and residual) to one common beam, in place.
 
-    ``members``: dicts with obs_id, image path, pb path and rms (Jy/beam), in time order.
+    Returns the common beam (deg) and, per member, the factor by which the convolution
+    changed its noise (measured on its residual, or its image when it has none).
+    """
+    beams = [(h["BMAJ"], h["BMIN"], h.get("BPA", 0.0)) for _, _, _, h, *_ in loaded]
+    target = common_beam(beams)
+    factors = []
+    for m, beam in zip(loaded, beams):
+        img, _, _, hdr, resid = m[:5]
+        cdelt = (hdr["CDELT1"], hdr["CDELT2"])
+        ref = resid if resid is not None else img
+        before = _mad_rms(ref)
+        m[0] = convolve_to(img, beam, target, cdelt)
+        if resid is not None:
+            m[4] = convolve_to(resid, beam, target, cdelt)
+        after = _mad_rms(m[4] if resid is not None else m[0])
+        factors.append(after / before if before > 0 else 1.0)
+    return target, factors
+
+
+def make_mosaic(members: list[dict], out_dir: str, cfg: Config, *, mosaic_id: str) -> dict:
+    """Combine member images into one mosaic; write FITS, weight map, residual and PNG.
+
+    ``members``: dicts with obs_id, image path, pb path, rms (Jy/beam) and, when the image
+    has them, residual path and thermal_jy, in time order. Every member is first convolved
+    to one common restoring beam (recorded as BMAJ/BMIN/BPA), so the mosaic's Jy/beam means
+    one thing. With residuals and thermal estimates, the same weights give a residual mosaic
+    and a thermal-noise map ``sqrt(sum w^2 B^2 sigma_th^2) / sum w B^2``; QA compares them
+    inside the region some member sees at primary beam >= 0.5.
     """
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -83,27 +112,45 @@ def make_mosaic(members: list[dict], out_dir: str, cfg: Config, *, mosaic_id: st
         pb, _, _ = _load(m["pb"])
         if pb.shape != img.shape:
             raise StaleProductError(f"{m['pb']}: beam shape {pb.shape} != image {img.shape}")
-        sigma = m.get("rms") or _mad_rms(img)
-        loaded.append((img, pb, w, hdr, 1.0 / sigma ** 2))
-    cell = min(abs(h["CDELT2"]) for _, _, _, h, _ in loaded)
-    grid = output_grid([w for _, _, w, _, _ in loaded], [i.shape for i, *_ in loaded], cell)
+        resid = _load(m["residual"])[0] if m.get("residual") else None
+        if resid is not None and resid.shape != img.shape:
+            raise StaleProductError(f"{m['residual']}: shape {resid.shape} != image {img.shape}")
+        loaded.append([img, pb, w, hdr, resid, m])
+    have_beams = all("BMAJ" in h and "BMIN" in h for _, _, _, h, *_ in loaded)
+    beam, factors = (_common_beam_members(loaded) if have_beams
+                     else (None, [1.0] * len(loaded)))
+    with_noise = all(x[4] is not None and x[5].get("thermal_jy") for x in loaded)
+    cell = min(abs(x[3]["CDELT2"]) for x in loaded)
+    grid = output_grid([x[2] for x in loaded], [x[0].shape for x in loaded], cell)
     nx, ny = grid.pixel_shape
     yy, xx = np.mgrid[0:ny, 0:nx]
     world = grid.pixel_to_world(xx.ravel(), yy.ravel())
     num, den, cov = np.zeros(nx * ny), np.zeros(nx * ny), np.zeros(nx * ny)
-    for img, pb, w, _, weight in loaded:
-        xin, yin = w.world_to_pixel(world)
-        accumulate(num, den, cov, img, pb, weight, np.asarray(xin), np.asarray(yin))
+    rnum, var = np.zeros(nx * ny), np.zeros(nx * ny)
+    scratch = np.zeros(nx * ny), np.zeros(nx * ny)
+    for (img, pb, w, _, resid, m), factor in zip(loaded, factors):
+        sigma = (m.get("rms") or _mad_rms(resid if resid is not None else img)) * factor
+        weight = 1.0 / sigma ** 2
+        xin, yin = (np.asarray(a) for a in w.world_to_pixel(world))
+        accumulate(num, den, cov, img, pb, weight, xin, yin)
+        if with_noise:
+            accumulate(rnum, *scratch, resid, pb, weight, xin, yin)
+            # sampling the beam as the "image" adds weight^2 sigma_th^2 B^2
+            accumulate(var, *scratch, pb, pb, (weight * m["thermal_jy"] * factor) ** 2,
+                       xin, yin)
     keep = (cov >= cfg.mosaic.min_pb) & (den > 0)
-    mosaic = np.full(nx * ny, np.nan)
-    mosaic[keep] = num[keep] / den[keep]
-    mosaic = mosaic.reshape(ny, nx).astype(np.float32)
+
+    def finish(a):
+        out = np.full(nx * ny, np.nan)
+        out[keep] = a[keep]
+        return out.reshape(ny, nx).astype(np.float32)
+
+    safe = np.where(den > 0, den, 1.0)
+    mosaic = finish(num / safe)
     weight_map = den.reshape(ny, nx).astype(np.float32)
     hdr = grid.to_header()
-    ref = loaded[0][3]
-    for k in ("BMAJ", "BMIN", "BPA"):
-        if k in ref:
-            hdr[k] = max(h[k] for *_, h, _ in loaded) if k != "BPA" else ref[k]
+    if beam is not None:
+        hdr["BMAJ"], hdr["BMIN"], hdr["BPA"] = beam
     hdr["BUNIT"] = "Jy/beam"
     hdr["MOSAICID"] = mosaic_id
     hdr["NMEMBER"] = len(members)
@@ -111,22 +158,38 @@ def make_mosaic(members: list[dict], out_dir: str, cfg: Config, *, mosaic_id: st
         hdr[f"MEMBER{i:02d}"] = m["obs_id"]
     hdr["ENGVER"] = __version__
     hdr["CFGHASH"] = cfg.digest()
+    hdr["COMMENT"] = "members convolved to one common beam (BMAJ, BMIN, BPA)"
     hdr["COMMENT"] = "sum(w B I) / sum(w B^2), w = 1/rms^2; blank where weight is low"
-    mpath = work / f"{mosaic_id}.fits"
-    wpath = work / f"{mosaic_id}.weight.fits"
-    fits.PrimaryHDU(mosaic, hdr).writeto(mpath)
+    names = {"mosaic": f"{mosaic_id}.fits", "weight": f"{mosaic_id}.weight.fits",
+             "png": f"{mosaic_id}.png"}
+    fits.PrimaryHDU(mosaic, hdr).writeto(work / names["mosaic"])
     whdr = hdr.copy()
     whdr["BUNIT"] = "1/(Jy/beam)^2"
-    fits.PrimaryHDU(weight_map, whdr).writeto(wpath)
-    ppath = work / f"{mosaic_id}.png"
-    beam = (hdr.get("BMAJ", np.nan) * 3600, hdr.get("BMIN", np.nan) * 3600, hdr.get("BPA", 0))
-    quicklook(np.nan_to_num(mosaic), ppath, title=mosaic_id, beam_arcsec=beam,
-              cell_arcsec=cell * 3600)
-    files = commit_dir(work, out_dir, {"mosaic": mpath.name, "weight": wpath.name,
-                                       "png": ppath.name})
+    fits.PrimaryHDU(weight_map, whdr).writeto(work / names["weight"])
+    qa = {}
+    if with_noise:
+        resid_mosaic = finish(rnum / safe)
+        thermal = finish(np.sqrt(var) / safe)
+        names["residual"] = f"{mosaic_id}.residual.fits"
+        names["thermal"] = f"{mosaic_id}.thermal.fits"
+        fits.PrimaryHDU(resid_mosaic, hdr).writeto(work / names["residual"])
+        fits.PrimaryHDU(thermal, hdr).writeto(work / names["thermal"])
+        inner = (cov.reshape(ny, nx) >= INNER_PB) & np.isfinite(resid_mosaic)
+        if inner.any():
+            ratio = _mad_rms(resid_mosaic[inner] / thermal[inner])
+            qa.update(residual_rms_jy=_mad_rms(resid_mosaic[inner]),
+                      thermal_jy=float(np.median(thermal[inner])), thermal_ratio=ratio)
+    ppath = work / names["png"]
+    bdeg = beam or (np.nan, np.nan, 0.0)
+    quicklook(np.nan_to_num(mosaic), ppath, title=mosaic_id,
+              beam_arcsec=(bdeg[0] * 3600, bdeg[1] * 3600, bdeg[2]), cell_arcsec=cell * 3600)
+    files = commit_dir(work, out_dir, names)
     rms = _mad_rms(mosaic[np.isfinite(mosaic)])
     peak = float(np.nanmax(mosaic))
-    qa = {"rms_jy": rms, "peak_jy": peak, "dynamic_range": peak / rms if rms > 0 else None,
-          "shape": [ny, nx], "cell_arcsec": cell * 3600, "mosaic_s": time.perf_counter() - t0}
+    noise = qa.get("residual_rms_jy") or rms
+    qa.update({"rms_jy": rms, "peak_jy": peak,
+               "dynamic_range": peak / noise if noise > 0 else None,
+               "shape": [ny, nx], "cell_arcsec": cell * 3600, "mosaic_s": time.perf_counter() - t0,
+               "beam_deg": list(beam) if beam else None, "noise_factors": factors})
     return {"mosaic_id": mosaic_id, "dir": str(out_dir), "files": files, "qa": qa,
             "members": [m["obs_id"] for m in members]}

@@ -81,10 +81,17 @@ class MosaicRelease:
         pb = verify(img["pb_path"], sha256=img["pb_sha256"], size=img["pb_size"], root=root)
         from astropy.io import fits
 
-        for f in (p, pb):
+        res = None
+        if img.get("residual_path"):
+            res = verify(img["residual_path"], sha256=img["residual_sha256"],
+                         size=img["residual_size"], root=root)
+        for f in (p, pb) + ((res,) if res else ()):
             try:
                 fits.getheader(f)
             except (OSError, ValueError) as exc:
                 raise StaleProductError(f"{f}: FITS does not open ({exc})") from None
+        qa = json.loads(img["qa"])
         return {"obs_id": obs_id, "image": str(p), "pb": str(pb),
-                "rms": json.loads(img["qa"]).get("rms_jy")}
+                "residual": str(res) if res else None,
+                "rms": qa.get("residual_rms_jy") or qa.get("rms_jy"),
+                "thermal_jy": qa.get("thermal_jy")}

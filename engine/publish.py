@@ -48,9 +48,12 @@ def register_image(reg: Registry, manifest: dict, stage_root: Path) -> str:
     _verify_files(manifest, stage_root)
     data_id = f"image:{manifest['obs_id']}"
     img, pb = manifest["files"]["image"], manifest["files"]["pb"]
+    res = manifest["files"].get("residual") or {}
     with reg.write():
         reg.db["images"].upsert({
             "obs_id": manifest["obs_id"], "path": img["path"], "pb_path": pb["path"],
+            "residual_path": res.get("path"), "residual_sha256": res.get("sha256"),
+            "residual_size": res.get("size"),
             "png_path": manifest["files"]["png"]["path"], "sha256": img["sha256"],
             "size": img["size"], "pb_sha256": pb["sha256"], "pb_size": pb["size"],
             "qa": json.dumps(manifest["qa"]), "caltables": ",".join(manifest["caltables"])},
@@ -71,12 +74,22 @@ def register_mosaic(reg: Registry, manifest: dict, stage_root: Path) -> str:
 
 
 def qa_check(cfg: Config, qa: dict) -> tuple[bool, str]:
+    """(passes, reason): a finite dynamic range above its floor, and a residual within
+    ``image.max_thermal_ratio`` of the data's thermal noise where that was measured."""
     dr = qa.get("dynamic_range")
     if dr is None or not dr == dr:
         return False, "no finite dynamic range (empty or NaN image)"
     if dr < cfg.publish.min_dynamic_range:
         return False, f"dynamic range {dr:.1f} below {cfg.publish.min_dynamic_range}"
-    return True, f"dynamic range {dr:.1f}"
+    ratio = qa.get("thermal_ratio")
+    if "thermal_ratio" in qa and not (ratio is not None and ratio == ratio):
+        return False, "no thermal-noise estimate (no valid visibilities?)"
+    if ratio is not None and ratio > cfg.image.max_thermal_ratio:
+        return False, (f"residual rms {qa['residual_rms_jy']:.3g} Jy/beam is {ratio:.2f} x the "
+                       f"data's thermal estimate {qa['thermal_jy']:.3g} (limit "
+                       f"{cfg.image.max_thermal_ratio})")
+    extra = f", residual/thermal {ratio:.2f}" if ratio is not None else ""
+    return True, f"dynamic range {dr:.1f}{extra}"
 
 
 def destination(row: dict) -> Path:
@@ -128,9 +141,11 @@ def _record_published_paths(reg: Registry, row: dict, dst: Path):
     with reg.write():
         if row["kind"] == "image":
             obs_id = row["data_id"].split(":", 1)[1]
+            res = next(dst.glob("*.residual.fits"), None)
             reg.db["images"].update(obs_id, {
                 "path": str(next(dst.glob("*.image.fits"))),
                 "pb_path": str(next(dst.glob("*.pb.fits"))),
+                "residual_path": str(res) if res else None,
                 "png_path": str(next(dst.glob("*.png")))})
         else:
             reg.db["mosaics"].update(row["data_id"], {"path": str(dst / f"{row['data_id']}.fits")})

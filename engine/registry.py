@@ -18,7 +18,7 @@ import sqlite_utils
 
 from engine.errors import IllegalTransition, RegistryError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # state machines: state -> states it may move to
 OBS_STATES = {
@@ -113,7 +113,14 @@ def _v5(db: sqlite_utils.Database):
     db["observations"].create_index(["start_jd"])
 
 
-MIGRATIONS = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5}
+def _v6(db: sqlite_utils.Database):
+    """Each image's residual (the QA's residual rms and the mosaic's residual come from it)."""
+    db["images"].add_column("residual_path", str)
+    db["images"].add_column("residual_sha256", str)
+    db["images"].add_column("residual_size", int)
+
+
+MIGRATIONS = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6}
 
 
 class Registry:

@@ -302,24 +302,30 @@ def calibrator_run(cfg: Config, tel: Telescope):
 
     The start moves to the first transit after ``sim.start`` minus the offset that puts the
     transit in the middle of observation ``sim.transit_obs``; the pointing declination
-    becomes the calibrator's apparent declination at transit.
+    becomes the calibrator's apparent declination at transit plus
+    ``sim.calibrator_offset_deg``, so the calibrator drifts through the beam off its axis as
+    it does at the telescope.
     """
     from engine import calibrators
     from engine.config import load
 
     cal = calibrators.get(cfg.sim.calibrator)
+    from engine.errors import ConfigError
+
     k = cfg.sim.transit_obs if cfg.sim.transit_obs >= 0 else cfg.sim.nobs // 2
     if k >= cfg.sim.nobs:
-        from engine.errors import ConfigError
-
         raise ConfigError(f"sim.transit_obs = {k} is beyond sim.nobs = {cfg.sim.nobs}")
+    if abs(cfg.sim.calibrator_offset_deg) > cfg.calibrate.max_offset_deg:
+        raise ConfigError(f"sim.calibrator_offset_deg = {cfg.sim.calibrator_offset_deg} is "
+                          f"beyond calibrate.max_offset_deg = {cfg.calibrate.max_offset_deg}: "
+                          "the engine would not use the transit")
     t_in = Time(cfg.sim.start, format="isot", scale="utc").jd
     t_tr = calibrators.next_transit_jd(cal, t_in, tel.location)
     offset = (k * OBS_CADENCE_NTIMES + cfg.sim.ntimes / 2) * cfg.band.integration_s / 86400
     _, dec = calibrators.hour_angle_dec(cal, [t_tr], tel.location)
     flat = cfg.as_flat()
     flat.update({"sim.start": Time(t_tr - offset, format="jd").isot[:23],
-                 "sim.dec_deg": float(np.rad2deg(dec[0]))})
+                 "sim.dec_deg": float(np.rad2deg(dec[0])) + cfg.sim.calibrator_offset_deg})
     return load(None, flat), cal, k
 
 
@@ -347,4 +353,31 @@ def simulate_run(cfg: Config, out_dir: Path, *, calibrators=None, gains: bool = 
                  Time(t0, format="jd").isot)
     if truth_path is not None:
         write_truth(truth_path, cfg, sky, g, all_paths, transit_obs=transit_obs)
+        write_reference_catalog(Path(truth_path).with_name(REFERENCE_CATALOG), cfg, sky,
+                                calibrators or [])
     return all_paths, sky, g
+
+
+REFERENCE_CATALOG = "sky.csv"
+
+
+def write_reference_catalog(path: Path, cfg: Config, sky: Sky, calibrators) -> Path:
+    """The simulated sky as a survey would list it, in the reference-catalogue format.
+
+    Calibrators keep their catalogue values (they set the flux scale); field sources get a
+    lognormal flux error of ``sim.catalog_flux_error``, as a survey catalogue is not the
+    truth. The engine reads it through ``sky.reference_catalog``.
+    """
+    from engine.calibrators import Calibrator, write_catalog
+
+    rng = np.random.default_rng(cfg.sim.seed + 7)
+    cal_names = {c.name for c in calibrators}
+    rows = []
+    for name, ra, dec, s, a in zip(sky.names, sky.ra, sky.dec, sky.flux_jy,
+                                   sky.spectral_index):
+        err = 1.0 if name in cal_names else float(np.exp(rng.normal(0.0,
+                                                                    cfg.sim.catalog_flux_error)))
+        rows.append(Calibrator(name, float(ra), float(dec), float(s) * err, float(a)))
+    write_catalog(path, rows, comment=f"simulated sky, seed {cfg.sim.seed}, field fluxes with "
+                                      f"{cfg.sim.catalog_flux_error:.0%} rms errors")
+    return Path(path)

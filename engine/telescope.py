@@ -131,3 +131,13 @@ def airy_beam(sin_theta, freq_hz, dish_diameter_m: float):
     x = np.pi * dish_diameter_m * np.asarray(sin_theta) * np.asarray(freq_hz) / C_M_S
     x = np.where(np.abs(x) < 1e-12, 1e-12, x)
     return (2.0 * j1(x) / x) ** 2
+
+
+def primary_beam(sin_theta, freq_hz, cfg: Config):
+    """The telescope's primary-beam power response, 1 on axis.
+
+    The one beam model of the engine (calibrator models, primary-beam images, mosaics):
+    today the Airy pattern of ``array.dish_diameter_m``; a measured beam replaces it here.
+    ``sin_theta`` (sine of the angle from the pointing centre) and ``freq_hz`` broadcast.
+    """
+    return airy_beam(sin_theta, freq_hz, cfg.array.dish_diameter_m)

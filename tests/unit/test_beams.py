@@ -1,0 +1,49 @@
+"""Common restoring beams and convolution to them, against analytic Gaussians."""
+
+import numpy as np
+import pytest
+
+from engine.beams import area, common_beam, contains, convolve_to, covariance, from_covariance
+
+
+def _gaussian(shape, cx, cy, beam, cdelt, peak=1.0):
+    """An elliptical Gaussian of FWHM beam (deg) on a pixel grid (x east = -cdelt1)."""
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    east = (xx - cx) * cdelt[0]
+    north = (yy - cy) * cdelt[1]
+    inv = np.linalg.inv(covariance(*beam))
+    q = inv[0, 0] * east ** 2 + 2 * inv[0, 1] * east * north + inv[1, 1] * north ** 2
+    return peak * np.exp(-0.5 * q)
+
+
+@pytest.mark.parametrize("beam", [(0.01, 0.006, 30.0), (0.02, 0.02, 0.0), (0.01, 0.004, -70.0)])
+def test_covariance_round_trip(beam):
+    got = from_covariance(covariance(*beam))
+    assert got[0] == pytest.approx(beam[0]) and got[1] == pytest.approx(beam[1])
+    if beam[0] != beam[1]:
+        assert got[2] == pytest.approx(beam[2])
+
+
+def test_common_beam_contains_every_beam_and_is_minimal_when_one_contains_all():
+    beams = [(0.010, 0.006, 30.0), (0.011, 0.005, -40.0), (0.009, 0.007, 80.0)]
+    c = common_beam(beams)
+    assert all(contains(c, b) for b in beams)
+    assert area(c) < area((0.011, 0.011, 0))  # tighter than the circle around the largest
+    big = (0.02, 0.015, 10.0)
+    c2 = common_beam(beams + [big])
+    assert c2[0] == pytest.approx(big[0], rel=2e-3) and c2[1] == pytest.approx(big[1], rel=2e-3)
+
+
+def test_convolve_to_keeps_point_source_peak_and_gives_the_target_shape():
+    cdelt = (-0.001, 0.001)
+    beam, target = (0.010, 0.006, 30.0), (0.014, 0.009, 50.0)
+    img = _gaussian((128, 128), 64, 64, beam, cdelt, peak=2.5)  # a 2.5 Jy point source
+    out = convolve_to(img, beam, target, cdelt)
+    ref = _gaussian((128, 128), 64, 64, target, cdelt, peak=2.5)
+    np.testing.assert_allclose(out, ref, atol=2e-3 * 2.5)
+    assert out.max() == pytest.approx(2.5, rel=2e-3)
+
+
+def test_convolve_to_refuses_a_smaller_target():
+    with pytest.raises(ValueError):
+        convolve_to(np.zeros((8, 8)), (0.01, 0.01, 0), (0.005, 0.005, 0), (-0.001, 0.001))
