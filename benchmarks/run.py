@@ -12,7 +12,8 @@ Cases (in this order; ``mosaic`` reuses the ``e2e`` run's images, so give both):
 ``convert_vs_pyuvdata``  engine on Ray vs pyuvdata's read/concat/phase/write_ms, and the
                     I/O floor measured in the same run
 ``uvw_references``  the engine's UVW against pyuvdata, casacore's touvw and CASA's simulator
-``calibrate_image`` bandpass + gains, then tclean and WSClean on the same MS and grid
+``calibrate_image`` bandpass + gains, then tclean and WSClean on the same MS and grid, by the
+                    engine before issue 13 and by this one (off-axis calibrator)
 ``discovery``       a day of files (4480) scanned and leased
 ``registry``        a year of observations (100,000) in the registry
 ``e2e``             12 observations through the real driver with 1 and 2 worker CPUs

@@ -159,11 +159,15 @@ SCHEMA: tuple[Field, ...] = (
     F("image.threshold_jy", float, 0.0,
       "absolute clean threshold (Jy); cleaning stops at the larger of this and nsigma",
       minimum=0.0),
-    F("image.auto_mask", bool, True,
-      "clean only inside an automatic mask (tclean auto-multithresh, WSClean -auto-mask)"),
+    F("image.mask", str, "two-stage",
+      "automatic masking. two-stage (WSClean's -auto-mask, done with tclean too): clean "
+      "without a mask to mask_sigma, then only where the first stage found emission down to "
+      "nsigma; auto-multithresh: tclean's (measured worse here: docs/IMAGING.md); none",
+      choices=("two-stage", "auto-multithresh", "none")),
     F("image.mask_sigma", float, 5.0,
-      "automatic mask: residual peaks above this many rms seed the mask (tclean "
-      "noisethreshold, WSClean -auto-mask)", minimum=0.0),
+      "automatic mask: the first stage cleans to this many residual rms, and its model "
+      "(grown by one beam) is the mask (tclean; WSClean -auto-mask; auto-multithresh's "
+      "noisethreshold)", minimum=0.0),
     F("image.mask_sidelobe_threshold", float, 1.25,
       "tclean auto-multithresh: mask only emission above this many times the largest PSF "
       "sidelobe x peak residual (a snapshot of DSA-110's T array has sidelobes of 0.3-0.6, "
@@ -175,8 +179,17 @@ SCHEMA: tuple[Field, ...] = (
       "largest number of major cycles (tclean nmajor, WSClean -nmiter); -1 unlimited",
       minimum=-1),
     F("image.cycle_gain", float, 0.8,
-      "major-cycle gain: clean this fraction of the peak residual per minor cycle (WSClean "
-      "-mgain; tclean cyclefactor is derived from the PSF)", minimum=0.01),
+      "WSClean -mgain: clean this fraction of the peak residual per minor cycle",
+      minimum=0.01),
+    F("image.cycle_factor", float, 2.0,
+      "tclean cyclefactor: a minor cycle stops at this x the PSF's largest sidelobe x the "
+      "peak residual. CASA's 1.0 let mtmfs diverge (stop code 6) next to a bright source "
+      "drifting through the beam; 2.0 did not (docs/IMAGING.md)", minimum=0.1),
+    F("image.subtract_min_flux_jy", float, 1.0,
+      "reference-catalogue sources at least this bright (apparent, Jy) are subtracted "
+      "through the primary beam at every integration and channel before cleaning and "
+      "restored after (a source drifting through the beam changes brightness, which clean "
+      "cannot model); 0: never", minimum=0.0),
     F("image.max_thermal_ratio", float, 3.0,
       "QA: an image whose inner residual rms exceeds this many times the data's thermal "
       "estimate is not published", minimum=1.0),

@@ -118,8 +118,10 @@ def _tclean(ct, casatasks, ms, work: Path, fits_path: Path, resid_path: Path, cf
     """CASA tclean cleaned to the noise -> image and residual FITS.
 
     Stopping is set by the RESIDUAL: ``nsigma`` x its robust rms, re-measured at every major
-    cycle (and never below ``image.threshold_jy``); ``auto-multithresh`` grows the mask as
-    the sidelobes come down, so noise peaks and sidelobes are not cleaned.
+    cycle (and never below ``image.threshold_jy``). With ``image.mask = two-stage`` the
+    first run cleans without a mask to ``mask_sigma``; its model, grown by one beam, becomes
+    the mask inside which a second run (restarting from the first) cleans to ``nsigma``:
+    noise peaks away from real emission are never cleaned.
     """
     im = cfg.image
     mid = geo["fields"][len(geo["fields"]) // 2]
@@ -133,8 +135,9 @@ def _tclean(ct, casatasks, ms, work: Path, fits_path: Path, resid_path: Path, cf
                 datacolumn=datacolumn,
                 deconvolver="mtmfs" if im.nterms > 1 else "hogbom", nterms=im.nterms,
                 niter=im.niter, nsigma=im.nsigma, threshold=f"{im.threshold_jy}Jy",
-                nmajor=im.max_major_cycles, gain=0.1)
-    if im.auto_mask and im.niter > 0:
+                nmajor=im.max_major_cycles, cyclefactor=im.cycle_factor, gain=0.1,
+                interactive=False)
+    if im.mask == "auto-multithresh" and im.niter > 0:
         args.update(usemask="auto-multithresh", noisethreshold=im.mask_sigma,
                     sidelobethreshold=im.mask_sidelobe_threshold, lownoisethreshold=1.5,
                     minbeamfrac=im.mask_min_beam_frac, negativethreshold=0.0,
@@ -142,11 +145,19 @@ def _tclean(ct, casatasks, ms, work: Path, fits_path: Path, resid_path: Path, cf
     if im.restoring_beam_arcsec > 0:
         args["restoringbeam"] = [f"{im.restoring_beam_arcsec}arcsec"]
     tt = ".tt0" if im.nterms > 1 else ""
+    two_stage = im.mask == "two-stage" and im.niter > 0 and im.mask_sigma > im.nsigma
     cwd = os.getcwd()
     os.chdir(work)  # CASA drops helper files in the working directory
     try:
         faults.check("casa.tclean", ms)
-        summary = casatasks.tclean(**args, interactive=False)
+        if two_stage:
+            first = casatasks.tclean(**{**args, "nsigma": im.mask_sigma})
+            npix = _model_mask(ct, base, tt, cell)
+            summary = casatasks.tclean(**args, usemask="user", mask="", restart=True,
+                                       calcpsf=False, calcres=False)
+            summary = {**_merge_summaries(first, summary), "mask_pixels": npix}
+        else:
+            summary = _merge_summaries(casatasks.tclean(**args))
     except (RuntimeError, ValueError, AssertionError, TypeError) as exc:  # what CASA tasks raise
         raise CasaTaskError(f"tclean on {ms}: {exc.__class__.__name__}: {exc}") from None
     finally:
@@ -160,10 +171,55 @@ def _tclean(ct, casatasks, ms, work: Path, fits_path: Path, resid_path: Path, cf
                          overwrite=True)
     for casa_image in work.glob("img.*"):
         shutil.rmtree(casa_image, ignore_errors=True)
-    summary = summary if isinstance(summary, dict) else {}
-    return {"iterations": int(summary.get("iterdone", -1)),
-            "major_cycles": int(summary.get("nmajordone", -1)),
-            "stop_code": int(summary.get("stopcode", -1))}
+    return summary
+
+
+def _merge_summaries(*summaries) -> dict:
+    """Iterations and major cycles of consecutive tclean runs; the last run's stop code."""
+    out = {"iterations": 0, "major_cycles": 0, "stop_code": -1}
+    for s in summaries:
+        s = s if isinstance(s, dict) else {}
+        out["iterations"] += int(s.get("iterdone", 0))
+        out["major_cycles"] += int(s.get("nmajordone", 0))
+        out["stop_code"] = int(s.get("stopcode", -1))
+    return out
+
+
+def _model_mask(ct, base: str, tt: str, cell_arcsec: float) -> int:
+    """Write ``<base>.mask``: pixels within one restoring beam (FWHM) of a clean component.
+
+    Returns the number of mask pixels."""
+    from scipy.ndimage import binary_dilation
+
+    ia = ct.image()
+    ia.open(base + ".image" + tt)
+    try:
+        beam = ia.restoringbeam()
+        fwhm = float(beam["major"]["value"]) if "major" in beam else 3 * cell_arcsec
+        if beam.get("major", {}).get("unit", "arcsec") == "deg":
+            fwhm *= 3600
+    finally:
+        ia.close()
+    ia.open(base + ".model" + tt)
+    try:
+        model = ia.getchunk()
+    finally:
+        ia.close()
+    r = max(1, int(np.ceil(fwhm / cell_arcsec)))
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    disk = (xx ** 2 + yy ** 2 <= r * r)[:, :, None, None]
+    mask = binary_dilation(model != 0, structure=disk).astype(np.float32)
+    # the first run left its (all-open) mask as <base>.mask; the second run reuses it
+    path = base + ".mask"
+    if not Path(path).exists():
+        ia.fromimage(path, base + ".model" + tt, overwrite=True)
+        ia.close()
+    ia.open(path)
+    try:
+        ia.putchunk(mask)
+    finally:
+        ia.close()
+    return int(mask.sum())
 
 
 def _wsclean(ms, work: Path, fits_path: Path, resid_path: Path, cfg, cell, imsize, geo,
@@ -188,7 +244,7 @@ def _wsclean(ms, work: Path, fits_path: Path, resid_path: Path, cfg, cell, imsiz
     stop = ["-auto-threshold", str(im.nsigma)]
     if im.threshold_jy:
         stop += ["-threshold", str(im.threshold_jy)]
-    if im.auto_mask and im.niter > 0:
+    if im.mask != "none" and im.niter > 0:
         stop += ["-auto-mask", str(im.mask_sigma)]
     if im.max_major_cycles > 0:
         stop += ["-nmiter", str(im.max_major_cycles)]
@@ -223,10 +279,13 @@ def _image_into(work: Path, ms: str, cfg: Config, obs_id: str, caltables, ct, ca
 
     from engine.noise import thermal_estimate
 
+    subtracted = []
     if caltables:
         from engine.calibrate import apply
+        from engine.subtract import subtract_bright
 
         apply(ct, casatasks, ms, caltables)
+        subtracted = subtract_bright(ct, casatasks, ms, cfg)
     geo = _ms_geometry(ct, ms)
     cell, imsize = image_size(cfg, geo, cfg.array.dish_diameter_m)
     fits_path = work / f"{obs_id}.image.fits"
@@ -243,6 +302,10 @@ def _image_into(work: Path, ms: str, cfg: Config, obs_id: str, caltables, ct, ca
         clean = _tclean(ct, casatasks, ms, work, fits_path, resid_path, cfg, cell, imsize, geo,
                         datacolumn)
     t_img = time.perf_counter() - t_img
+    if subtracted:
+        from engine.subtract import restore_sources
+
+        restore_sources(fits_path, subtracted)
     with fits.open(fits_path, mode="update") as hdul:
         h = hdul[0].header
         data = np.squeeze(hdul[0].data)
@@ -284,6 +347,7 @@ def _image_into(work: Path, ms: str, cfg: Config, obs_id: str, caltables, ct, ca
           "residual_rms_jy": resid_rms, "thermal_jy": thermal,
           "thermal_ratio": resid_rms / thermal if thermal > 0 else None,
           "vis_sigma_jy": noise["vis_sigma_jy"], "clean": clean,
+          "subtracted": [{k: x[k] for k in ("name", "apparent_jy")} for x in subtracted],
           "bmaj_arcsec": beam[0], "bmin_arcsec": beam[1], "bpa_deg": beam[2],
           "cell_arcsec": cell, "imsize": imsize, "imager_s": t_img,
           "image_s": time.perf_counter() - t0}

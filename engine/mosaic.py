@@ -31,6 +31,10 @@ from engine.image import INNER_PB, _mad_rms, quicklook
 from engine.paths import commit_dir
 from kernels.mosaic import accumulate
 
+# images are resampled with Lanczos-3: bilinear lost 11 % of the peak flux of point sources
+# in the science tests' mosaics (beams of 2.3 pixels' minor axis)
+LANCZOS = 3
+
 
 def _load(path):
     with warnings.catch_warnings():
@@ -132,9 +136,9 @@ def make_mosaic(members: list[dict], out_dir: str, cfg: Config, *, mosaic_id: st
         sigma = (m.get("rms") or _mad_rms(resid if resid is not None else img)) * factor
         weight = 1.0 / sigma ** 2
         xin, yin = (np.asarray(a) for a in w.world_to_pixel(world))
-        accumulate(num, den, cov, img, pb, weight, xin, yin)
+        accumulate(num, den, cov, img, pb, weight, xin, yin, lanczos=LANCZOS)
         if with_noise:
-            accumulate(rnum, *scratch, resid, pb, weight, xin, yin)
+            accumulate(rnum, *scratch, resid, pb, weight, xin, yin, lanczos=LANCZOS)
             # sampling the beam as the "image" adds weight^2 sigma_th^2 B^2
             accumulate(var, *scratch, pb, pb, (weight * m["thermal_jy"] * factor) ** 2,
                        xin, yin)

@@ -119,10 +119,8 @@ def validate_and_publish(reg: Registry, cfg: Config, data_id: str, qa: dict, *,
         try:
             if src.exists():
                 atomic_move(src, dst)
-            moved = {p.name: p for p in dst.iterdir()}
-            main_path = next(p for n, p in moved.items()
-                             if n.endswith(".image.fits" if main == "image" else ".fits")
-                             and ".weight." not in n and ".pb." not in n)
+            main_path = (next(dst.glob("*.image.fits")) if main == "image"
+                         else dst / f"{data_id}.fits")
             verify(main_path, sha256=row["sha256"], size=row["size"], root=products_root)
             _record_published_paths(reg, row, dst)
             return reg.transition("products", data_id, "published", published_path=str(dst),

@@ -102,6 +102,20 @@ def apparent_flux(sources, pointing, freqs, cfg: Config) -> np.ndarray:
     return spec[None, :, :] * beam
 
 
+def catalogue_in_field(layout: MSLayout, cfg: Config, min_flux_jy: float) -> list:
+    """Reference-catalogue sources whose apparent flux density at the band centre and the
+    middle integration reaches ``min_flux_jy`` (Jy), brightest first."""
+    name = cfg.sky.reference_catalog
+    cat = list(calibrators.load_catalog(name).values()) if name else []
+    if not cat:
+        return []
+    mid = layout.pointing[len(layout.pointing) // 2][None, :]
+    fc = np.array([float(np.median(layout.freqs))])
+    app = apparent_flux(cat, mid, fc, cfg)[0, :, 0]
+    order = np.argsort(-app)
+    return [cat[i] for i in order if app[i] >= min_flux_jy]
+
+
 def model_sources(cal: dict, layout: MSLayout, cfg: Config) -> list:
     """The calibrator, plus reference-catalogue sources bright enough through the beam.
 
@@ -112,35 +126,19 @@ def model_sources(cal: dict, layout: MSLayout, cfg: Config) -> list:
     main = calibrators.Calibrator(cal["name"], cal["ra_rad"], cal["dec_rad"], cal["flux_jy"],
                                   cal["spectral_index"])
     out = [main]
-    name = cfg.sky.reference_catalog
-    if not name:
-        return out
-    cat = list(calibrators.load_catalog(name).values())
-    if not cat:
-        return out
-    mid = layout.pointing[len(layout.pointing) // 2][None, :]
-    fc = np.array([float(np.median(layout.freqs))])
-    app = apparent_flux(cat, mid, fc, cfg)[0, :, 0]
-    near_cal = angular_distance(np.array([s.ra_rad for s in cat]),
-                                np.array([s.dec_rad for s in cat]), main.ra_rad, main.dec_rad)
-    for s, a, d in zip(cat, app, near_cal):
-        if s.name != main.name and d > np.deg2rad(10 / 3600) \
-                and a >= cfg.calibrate.model_min_flux_jy:
+    for s in catalogue_in_field(layout, cfg, cfg.calibrate.model_min_flux_jy):
+        d = angular_distance(s.ra_rad, s.dec_rad, main.ra_rad, main.dec_rad)
+        if s.name != main.name and d > np.deg2rad(10 / 3600):
             out.append(s)
     return out
 
 
-def write_model(ct, ms: str, cal: dict, cfg: Config) -> dict:
-    """Predict the beam-attenuated model into MODEL_DATA (created if absent).
+def predict_into_model(ct, ms: str, srcs: list, cfg: Config, lay: MSLayout | None = None):
+    """Write the beam-attenuated model of ``srcs`` into MODEL_DATA (created if absent).
 
-    Returns a summary: sources used, the calibrator's apparent/catalogue flux ratio at the
-    band edges and centre, and the time spent.
+    Returns the apparent fluxes used, (Ntimes, Nsrc, Nchan) Jy, and the layout.
     """
-    import time
-
-    t0 = time.perf_counter()
-    lay = read_layout(ct, ms)
-    srcs = model_sources(cal, lay, cfg)
+    lay = lay or read_layout(ct, ms)
     flux = apparent_flux(srcs, lay.pointing, lay.freqs, cfg)  # (Nt, Nsrc, Nchan)
     lmn = lmn_offsets([s.ra_rad for s in srcs], [s.dec_rad for s in srcs],
                       lay.fields[:, 0], lay.fields[:, 1])
@@ -160,16 +158,29 @@ def write_model(ct, ms: str, cal: dict, cfg: Config) -> dict:
         raise CasaTaskError(f"{ms}: writing MODEL_DATA failed: {exc}") from None
     finally:
         tb.close()
-    spec = np.array([srcs[0].flux_jy * (lay.freqs / 1.4e9) ** srcs[0].spectral_index])
-    ratio = flux[:, 0, :].mean(axis=0) / spec[0]  # calibrator's beam response per channel
+    return flux, lay
+
+
+def write_model(ct, ms: str, cal: dict, cfg: Config) -> dict:
+    """The calibrator's model (calibrator + bright field sources) into MODEL_DATA.
+
+    Returns a summary: sources used, the calibrator's apparent/catalogue flux ratio at the
+    band edges and centre and over the observation, and the time spent.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    lay = read_layout(ct, ms)
+    srcs = model_sources(cal, lay, cfg)
+    flux, lay = predict_into_model(ct, ms, srcs, cfg, lay)
+    spec = srcs[0].flux_jy * (lay.freqs / 1.4e9) ** srcs[0].spectral_index
+    ratio = flux[:, 0, :].mean(axis=0) / spec  # calibrator's beam response per channel
+    per_time = flux[:, 0, :].mean(axis=1) / spec.mean()
     lo, hi = int(np.argmin(lay.freqs)), int(np.argmax(lay.freqs))
     summary = {"sources": [s.name for s in srcs],
                "calibrator_beam_low": float(ratio[lo]), "calibrator_beam_high": float(ratio[hi]),
                "calibrator_beam_mean": float(ratio.mean()),
-               "calibrator_beam_time_range": [float(flux[:, 0, :].mean(axis=1).min()
-                                                    / spec[0].mean()),
-                                              float(flux[:, 0, :].mean(axis=1).max()
-                                                    / spec[0].mean())],
+               "calibrator_beam_time_range": [float(per_time.min()), float(per_time.max())],
                "model_s": time.perf_counter() - t0}
     log.info("%s: model of %d source(s); calibrator beam response %.3f (low) .. %.3f (high)",
              ms, len(srcs), summary["calibrator_beam_low"], summary["calibrator_beam_high"])

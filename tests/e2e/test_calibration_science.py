@@ -1,12 +1,17 @@
-"""Science test (slow): gain-corrupted observations, a calibrator transit, the driver, CASA.
+"""Science tests (slow): calibrators off the beam axis, gains, realistic noise, the driver, CASA.
 
-The expected values come from the simulation's truth file and from physics written here
-independently of the engine: the apparent flux of a source is its catalog flux times the
-Airy power beam averaged over the observation's integrations and channels, with the
-pointing (apparent HA = 0 at the pointing declination) computed by astropy directly.
+Each run simulates four observations with antenna gains and bandpasses, a calibrator
+transiting in the second one 0, 0.5 or 1 deg from the pointing declination, and noise at the
+telescope's level for these channel widths (0.66 Jy per visibility and polarization: 0.5
+mJy/beam in a full observation). The driver converts, calibrates, images and mosaics them.
+
+Expected values come from the simulation's truth and from physics written here, independently
+of the engine: sky flux densities at the band centre (a primary-beam-weighted mosaic is
+corrected for the beam), the simulated bandpass, and positions from astropy.
 """
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,38 +20,40 @@ import numpy as np
 import pytest
 import ray
 from astropy import units as u
-from astropy.coordinates import HADec, SkyCoord
+from astropy.coordinates import SkyCoord
 from astropy.io import fits
-from astropy.time import Time
 from astropy.wcs import WCS
-from scipy.special import j1
 
 from engine import config, scheduler, simulate
 from engine.registry import Registry
-from tests.conftest import interpolated_peak
 
 pytestmark = pytest.mark.slow
 
-C = 299792458.0
-# The calibrator must dominate its field: sky flux missing from the calibrator's model biases
-# the solutions by about (field flux / calibrator flux) / sqrt(independent samples). With
-# 0.3-1.5 Jy field sources against 3C286's 15 Jy and 12 integrations that bias is ~1 %.
-# The target is the observation three after the transit, so 3C286 (3.3 deg away) is far
-# down the primary beam: a drifting bright source leaves residuals (its apparent flux changes
-# during the observation), which would otherwise set the image noise.
-OVERRIDES = {"sim.nants": 32, "sim.nchan_per_subband": 4, "sim.ntimes": 12, "sim.nobs": 4,
-             "sim.nsources": 5, "sim.flux_range_jy": "0.2,1.0", "sim.noise_jy": 0.05,
-             "sim.gain_amp_rms": 0.1, "sim.gain_phase_rms_deg": 30.0,
-             "sim.calibrator": "3C286", "sim.transit_obs": 0, "sim.field_radius_deg": 0.5,
-             "sim.seed": 11, "image.cell_arcsec": 16.0, "image.imsize": 0,
-             "image.niter": 20000, "image.threshold_jy": 0.01, "image.weighting": "natural",
-             "ray.max_obs_in_flight": 2}
+HAVE_WSCLEAN = shutil.which("wsclean") is not None
+COMMON = {"sim.nants": 32, "sim.nchan_per_subband": 4, "sim.ntimes": 12, "sim.nobs": 4,
+          "sim.nsources": 5, "sim.flux_range_jy": "0.2,1.0", "sim.noise_jy": 0.66,
+          "sim.gain_amp_rms": 0.1, "sim.gain_phase_rms_deg": 30.0, "sim.transit_obs": 1,
+          "sim.field_radius_deg": 1.0, "image.cell_arcsec": 12.0, "image.imsize": 1024,
+          "image.require_calibration": True, "image.max_thermal_ratio": 3.0,
+          "mosaic.size": 4, "mosaic.overlap": 0,
+          "ray.max_obs_in_flight": 2}
+# 3C286 (14.9 Jy) on the axis; J0834+555 (8.3 Jy, the issue's case) half a degree and one
+# degree off it, imaged by tclean and by WSClean (which needs one phase centre per MS)
+RUNS = {
+    "on_axis": {"sim.calibrator": "3C286", "sim.calibrator_offset_deg": 0.0, "sim.seed": 11},
+    "half_deg": {"sim.calibrator": "J0834+555", "sim.calibrator_offset_deg": 0.5,
+                 "sim.seed": 12},
+    "one_deg": {"sim.calibrator": "J0834+555", "sim.calibrator_offset_deg": -1.0,
+                "sim.seed": 13, "convert.phasing": "single",
+                "image.backend": "wsclean" if HAVE_WSCLEAN else "tclean"},
+}
 
 
 def _run(base: Path, extra: dict):
-    cfg = config.load(config.CONFIG_DIR / "ci.toml", {**OVERRIDES, **extra})
+    cfg = config.load(config.CONFIG_DIR / "ci.toml", {**COMMON, **extra})
     inc = base / "incoming"
     simulate.simulate_run(cfg, inc, truth_path=base / "truth.json")
+    cfg = config.load(None, {**cfg.as_flat(), "sky.reference_catalog": str(base / "sky.csv")})
     try:
         summary = scheduler.run(cfg, base)
     finally:
@@ -54,107 +61,106 @@ def _run(base: Path, extra: dict):
     return cfg, summary
 
 
-@pytest.fixture(scope="module")
-def calibrated(tmp_path_factory):
-    base = tmp_path_factory.mktemp("cal")
-    cfg, summary = _run(base, {"image.require_calibration": True})
-    return base, cfg, summary
+@pytest.fixture(scope="module", params=list(RUNS))
+def run(request, tmp_path_factory):
+    base = tmp_path_factory.mktemp(request.param)
+    cfg, summary = _run(base, RUNS[request.param])
+    return request.param, base, cfg, summary
 
 
-UNCAL = r"""
-import json, sys
-from engine import config
-from engine.image import image_observation
-cfg = config.load(None, json.loads(sys.argv[4]))
-print("RESULT" + json.dumps(image_observation(sys.argv[1], sys.argv[2], cfg, obs_id=sys.argv[3])))
-"""
-
-
-@pytest.fixture(scope="module")
-def uncalibrated(calibrated, tmp_path_factory):
-    """The same target MS imaged from its DATA column, without the calibration."""
-    base, cfg, summary = calibrated
+def _mosaic(base: Path) -> dict:
     reg = Registry(base / "registry.sqlite")
-    target = sorted(reg.db["observations"].rows, key=lambda r: r["start_jd"])[-1]
-    out = tmp_path_factory.mktemp("uncal") / "image"
-    p = subprocess.run([sys.executable, "-c", UNCAL, target["ms_path"], str(out),
-                        target["obs_id"], json.dumps(cfg.as_flat())],
-                       capture_output=True, text=True, timeout=1200)
-    assert p.returncode == 0, p.stderr[-2000:]
-    m = json.loads([ln for ln in p.stdout.splitlines() if ln.startswith("RESULT")][-1][6:])
-    return base, m["files"]["image"]["path"]
+    (row,) = [r for r in reg.db["products"].rows if r["kind"] == "mosaic"]
+    assert row["state"] == "published", row["last_error"]
+    d = Path(row["published_path"])
+    return {kind: d / f"{row['data_id']}{suffix}" for kind, suffix in
+            (("image", ".fits"), ("residual", ".residual.fits"), ("thermal", ".thermal.fits"))}
 
 
-def _measure(base: Path, image_path: str | None = None):
-    """(measured, expected, snr, offset in beams) of the sources in the last image."""
+def _mad(a):
+    return 1.4826 * np.median(np.abs(a - np.median(a)))
+
+
+def fit_beam(img, hdr, px: float, py: float, half: int = 4):
+    """Least-squares fit of the header's restoring beam (free peak and position) to the
+    (2 half + 1)^2 pixels around (px, py): (peak Jy/beam, x, y). Independent of the engine
+    (scipy), and unbiased where the beam spans only a few pixels."""
+    from scipy.optimize import curve_fit
+
+    from engine.beams import covariance
+
+    inv = np.linalg.inv(covariance(hdr["BMAJ"], hdr["BMIN"], hdr.get("BPA", 0.0)))
+    ix, iy = int(round(px)), int(round(py))
+    yy, xx = np.mgrid[iy - half:iy + half + 1, ix - half:ix + half + 1]
+    box = img[iy - half:iy + half + 1, ix - half:ix + half + 1]
+
+    def model(xy, a, x0, y0):
+        e = (xy[0] - x0) * hdr["CDELT1"]
+        n = (xy[1] - y0) * hdr["CDELT2"]
+        return a * np.exp(-0.5 * (inv[0, 0] * e * e + 2 * inv[0, 1] * e * n + inv[1, 1] * n * n))
+
+    p, _ = curve_fit(model, (xx.ravel(), yy.ravel()), box.ravel(), p0=(box.max(), px, py))
+    return p[0], p[1], p[2]
+
+
+def measure_mosaic(base: Path):
+    """(measured, expected, snr, offset in beams) of every field source in the mosaic."""
     truth = json.loads((base / "truth.json").read_text())
-    if image_path is None:
-        reg = Registry(base / "registry.sqlite")
-        image_path = sorted(reg.db["images"].rows, key=lambda r: r["obs_id"])[-1]["path"]
-    with fits.open(image_path) as h:
+    paths = _mosaic(base)
+    with fits.open(paths["image"]) as h:
         hdr = h[0].header
-        img = np.squeeze(h[0].data)
+        img = h[0].data.astype(float)
+    thermal = fits.getdata(paths["thermal"]).astype(float)
     wcs = WCS(hdr).celestial
-    rms = 1.4826 * np.median(np.abs(img - np.median(img)))
-    beam_arcsec = np.sqrt(hdr["BMAJ"] * hdr["BMIN"]) * 3600
-    cell = abs(hdr["CDELT1"]) * 3600
+    beam_deg = np.sqrt(hdr["BMAJ"] * hdr["BMIN"])
     sky = truth["sky"]
     out = []
     for ra, dec, s, a, name in zip(sky["ra_rad"], sky["dec_rad"], sky["flux_jy"],
                                    sky["spectral_index"], sky["names"]):
-        if name == "3C286":
+        if name == truth["calibrator"]:
             continue
-        px, py = wcs.world_to_pixel(SkyCoord(ra * u.rad, dec * u.rad))
-        ix, iy = int(round(float(px))), int(round(float(py)))
-        if not (5 <= ix < img.shape[1] - 5 and 5 <= iy < img.shape[0] - 5):
+        px, py = (float(v) for v in wcs.world_to_pixel(SkyCoord(ra * u.rad, dec * u.rad)))
+        ix, iy = int(round(px)), int(round(py))
+        if not (6 <= ix < img.shape[1] - 6 and 6 <= iy < img.shape[0] - 6) \
+                or not np.all(np.isfinite(img[iy - 4:iy + 5, ix - 4:ix + 5])):
             continue
-        peak, fx, fy = interpolated_peak(img, float(px), float(py))
-        off = np.hypot(fx - float(px), fy - float(py)) * cell / beam_arcsec
-        expected = _apparent(truth, OVERRIDES["sim.nobs"] - 1, ra, dec, s, a)
-        out.append((peak, expected, peak / rms, off))
+        peak, fx, fy = fit_beam(img, hdr, px, py)
+        off = np.hypot((fx - px) * hdr["CDELT1"], (fy - py) * hdr["CDELT2"]) / beam_deg
+        expected = s * (1.405e9 / 1.4e9) ** a  # the band centre
+        out.append((peak, expected, peak / thermal[iy, ix], off))
     return np.array(out)
 
 
-def _apparent(truth, k, ra, dec, flux, alpha):
-    from astropy.coordinates import EarthLocation
-
-    site = EarthLocation.from_geodetic(-118.2825 * u.deg, 37.2339 * u.deg, 1222 * u.m)
-    t0 = Time(truth["start"], format="isot").jd
-    ntimes, integ = OVERRIDES["sim.ntimes"], 12.884902000427246
-    times = Time(t0 + (k * 24 + np.arange(ntimes) + 0.5) * integ / 86400, format="jd")
-    point = SkyCoord(HADec(ha=np.zeros(ntimes) * u.rad,
-                           dec=np.full(ntimes, np.deg2rad(truth["dec_deg"])) * u.rad,
-                           obstime=times, location=site)).icrs
-    theta = point.separation(SkyCoord(ra * u.rad, dec * u.rad)).rad
-    nchan = 16 * OVERRIDES["sim.nchan_per_subband"]
-    freqs = 1311.25e6 + (np.arange(nchan) + 0.5) * 187.5e6 / nchan
-    x = np.pi * 4.65 * np.sin(theta)[:, None] * freqs[None, :] / C
-    beam = (2 * j1(x) / x) ** 2
-    return float(np.mean(flux * (freqs / 1.4e9) ** alpha * beam))
-
-
-def _science_check(m) -> tuple[bool, str]:
-    """Sources detected at S/N > 20: median flux ratio within 5 %, offsets < 0.1 beam."""
+def test_mosaic_fluxes_and_positions(run):
+    """Median flux ratio within 3 % and every position within 0.1 beam, sources at S/N > 20,
+    whatever the calibrator's distance from the beam axis."""
+    name, base, cfg, summary = run
+    assert summary.calibrated and not summary.failed, summary.failed
+    m = measure_mosaic(base)
     bright = m[m[:, 2] > 20]
-    if len(bright) < 3:
-        return False, f"only {len(bright)} sources above S/N 20"
+    assert len(bright) >= 5, f"{name}: only {len(bright)} sources above S/N 20"
     ratio = np.median(bright[:, 0] / bright[:, 1])
-    worst = np.max(bright[:, 3])
-    return (abs(ratio - 1) < 0.05 and worst < 0.1,
-            f"{len(bright)} sources, median flux ratio {ratio:.3f}, worst offset {worst:.3f} beam")
+    assert abs(ratio - 1) < 0.03, f"{name}: median flux ratio {ratio:.4f} over {len(bright)}"
+    assert np.max(bright[:, 3]) < 0.1, f"{name}: worst offset {np.max(bright[:, 3]):.3f} beam"
 
 
-def test_calibrated_image_recovers_fluxes_and_positions(calibrated):
-    base, cfg, summary = calibrated
-    assert summary.calibrated and len(summary.published) == 4 and not summary.failed
-    ok, why = _science_check(_measure(base))
-    assert ok, why
-
-
-def test_uncalibrated_image_fails_the_same_check(uncalibrated):
-    base, image = uncalibrated
-    ok, why = _science_check(_measure(base, image))
-    assert not ok, why
+def test_mosaic_residual_is_thermal(run):
+    """Inside the primary beam's half power, the residual mosaic's rms is within 1.5 x the
+    thermal noise the visibilities themselves carry (the bright calibrator is in the field)."""
+    name, base, cfg, summary = run
+    if name == "on_axis":
+        pytest.skip("the 8 Jy case is J0834+555's (half_deg: tclean, one_deg: WSClean)")
+    if name == "one_deg" and not HAVE_WSCLEAN:
+        pytest.skip("wsclean is not installed (apt-get install wsclean)")
+    paths = _mosaic(base)
+    resid = fits.getdata(paths["residual"]).astype(float)
+    thermal = fits.getdata(paths["thermal"]).astype(float)
+    ok = np.isfinite(resid) & np.isfinite(thermal)
+    # where some member sees the sky at primary beam >= 0.5 the thermal noise is at most
+    # twice its best value (members have equal noise)
+    inner = ok & (thermal <= 2.0 * np.nanmin(thermal[ok]))
+    ratio = _mad(resid[inner]) / np.median(thermal[inner])
+    assert 0.8 < ratio < 1.5, f"{name} ({cfg.image.backend}): residual / thermal = {ratio:.3f}"
 
 
 SOLUTIONS = r"""
@@ -173,8 +179,7 @@ print("RESULT" + json.dumps(out, default=lambda z: [z.real, z.imag]))
 """
 
 
-def test_solved_gains_match_the_simulated_ones(calibrated):
-    base, cfg, summary = calibrated
+def _solutions(base: Path, summary):
     reg = Registry(base / "registry.sqlite")
     tabs = {r["kind"]: r["path"] for r in reg.db["caltables"].rows}
     obs = reg.get("observations", summary.calibrated[0])
@@ -183,6 +188,16 @@ def test_solved_gains_match_the_simulated_ones(calibrated):
                         obs["ms_path"]], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     res = json.loads([ln for ln in p.stdout.splitlines() if ln.startswith("RESULT")][-1][6:])
+    return res, qa
+
+
+def test_solved_bandpass_and_gains_match_the_simulated_ones(run):
+    """B x G against the simulated complex gain per antenna, polarization and channel: the
+    median amplitude ratio over antennas within 1 % in every channel, no slope across the
+    band (an on-axis model would leave the primary beam's 3 % in it), each antenna within
+    4 %, phases within 3 deg."""
+    name, base, cfg, summary = run
+    res, qa = _solutions(base, summary)
     truth = json.loads((base / "truth.json").read_text())["gains"]
     g0 = np.array(truth["real"]) + 1j * np.array(truth["imag"])  # (Nants, 2)
     bp = np.array(truth["bandpass"])  # (Nants, 2, 3)
@@ -191,37 +206,77 @@ def test_solved_gains_match_the_simulated_ones(calibrated):
     names = res["names"]
 
     def cparam(kind):
-        c = res[kind]["c"]
-        arr = np.array(c)
+        arr = np.array(res[kind]["c"])
         return arr[..., 0] + 1j * arr[..., 1], np.array(res[kind]["f"]), res[kind]["ant"]
 
     B, fB, antB = cparam("B")  # (Npol, Nchan, Nrows)
     G, fG, antG = cparam("G")  # (Npol, 1, Nrows)
     ref = names.index(qa["refant"])
     sim_st = truth["stations"]
+    ratios, dphis = [], []
     solved, simulated = {}, {}
     for row, a in enumerate(antB):
         st = int(names[a].split("-")[1])
         if st not in sim_st or fB[..., row].all():
             continue
-        grow = antG.index(a)
-        solved[a] = B[:, :, row] * G[:, :, grow]  # (2, Nchan)
+        solved[a] = B[:, :, row] * G[:, :, antG.index(a)]  # (2, Nchan)
         i = sim_st.index(st)
         shape = (1 + bp[i, :, 0:1] * x + bp[i, :, 1:2] * x ** 2) * np.exp(1j * bp[i, :, 2:3] * x)
         # the MS holds conj(UVH5) data, so CASA's gain is conj(simulated gain)
         simulated[a] = np.conj(g0[i][:, None] * shape)
-    assert len(solved) >= 20
+    assert len(solved) >= 28
     for a in solved:
-        amp = np.abs(solved[a]) / np.abs(simulated[a])
-        assert np.all(np.abs(amp - 1) < 0.05), f"antenna {names[a]} amplitude ratio {amp}"
-        dphi = np.angle(solved[a] * np.conj(simulated[a])
-                        * np.conj(solved[ref] * np.conj(simulated[ref])))
-        assert np.all(np.abs(np.rad2deg(dphi)) < 5), f"antenna {names[a]} phase error"
+        ratios.append(np.abs(solved[a]) / np.abs(simulated[a]))
+        dphis.append(np.angle(solved[a] * np.conj(simulated[a])
+                              * np.conj(solved[ref] * np.conj(simulated[ref]))))
+    ratios, dphis = np.array(ratios), np.rad2deg(np.array(dphis))  # (Nants, 2, Nchan)
+    med = np.median(ratios, axis=0)  # (2, Nchan)
+    assert np.all(np.abs(med - 1) < 0.01), f"{name}: median amplitude ratio {med}"
+    slope = np.polyfit(x, med.mean(axis=0), 1)[0] * 2  # change across the band
+    assert abs(slope) < 0.005, f"{name}: amplitude slope across the band {slope:.4f}"
+    assert np.all(np.abs(ratios - 1) < 0.04), f"{name}: worst antenna {np.abs(ratios - 1).max()}"
+    assert np.all(np.abs(dphis) < 3), f"{name}: worst phase error {np.abs(dphis).max():.2f} deg"
+    model = qa["model"]
+    assert model["sources"][0] == truth_calibrator(base)
+    assert len(model["sources"]) > 1  # field sources from the reference catalogue joined
 
 
-def test_validity_is_observation_time_not_the_clock(calibrated, tmp_path):
+def truth_calibrator(base: Path) -> str:
+    return json.loads((base / "truth.json").read_text())["calibrator"]
+
+
+UNCAL = r"""
+import json, sys
+from engine import config
+from engine.image import image_observation
+cfg = config.load(None, json.loads(sys.argv[4]))
+print("RESULT" + json.dumps(image_observation(sys.argv[1], sys.argv[2], cfg, obs_id=sys.argv[3])))
+"""
+
+
+def test_uncalibrated_image_fails_the_flux_check(run, tmp_path):
+    """The same target imaged from DATA (no calibration): the 10 % gain errors and 30 deg
+    phases must show, or the flux check above could not fail."""
+    name, base, cfg, summary = run
+    if name != "on_axis":
+        pytest.skip("once is enough")
+    reg = Registry(base / "registry.sqlite")
+    target = sorted(reg.db["observations"].rows, key=lambda r: r["start_jd"])[-1]
+    p = subprocess.run([sys.executable, "-c", UNCAL, target["ms_path"], str(tmp_path / "img"),
+                        target["obs_id"], json.dumps(cfg.as_flat())],
+                       capture_output=True, text=True, timeout=1200)
+    assert p.returncode == 0, p.stderr[-2000:]
+    m = json.loads([ln for ln in p.stdout.splitlines() if ln.startswith("RESULT")][-1][6:])
+    cal = json.loads(reg.get("images", target["obs_id"])["qa"])
+    # without calibration the peak collapses and the residual is far above the noise
+    assert m["qa"]["thermal_ratio"] > 3 * cal["thermal_ratio"], (m["qa"], cal)
+
+
+def test_validity_is_observation_time_not_the_clock(run):
     """Tables solved on one simulated day are not applied to an observation a week later."""
-    base, cfg, summary = calibrated
+    name, base, cfg, summary = run
+    if name != "on_axis":
+        pytest.skip("once is enough")
     reg = Registry(base / "registry.sqlite")
     obs = reg.get("observations", summary.calibrated[0])
     mid = 0.5 * (obs["start_jd"] + obs["end_jd"]) - 2400000.5

@@ -17,10 +17,10 @@ from tests.conftest import interpolated_peak
 
 OVERRIDES = {"sim.nants": 16, "sim.nchan_per_subband": 2, "sim.ntimes": 3, "sim.nobs": 12,
              "sim.nsources": 2, "sim.flux_range_jy": "1.0,3.0", "sim.field_radius_deg": 0.6,
-             "sim.noise_jy": 0.01, "sim.gain_amp_rms": 0.05, "sim.gain_phase_rms_deg": 10.0,
+             "sim.noise_jy": 0.5, "sim.gain_amp_rms": 0.05, "sim.gain_phase_rms_deg": 10.0,
              "sim.calibrator": "3C286", "sim.transit_obs": 11, "sim.seed": 21,
              "image.require_calibration": True, "image.cell_arcsec": 8.0, "image.imsize": 1024,
-             "image.niter": 300, "image.nterms": 1, "image.threshold_jy": 0.02}
+             "image.nterms": 1, "image.max_thermal_ratio": 3.0}
 
 
 @pytest.fixture(scope="module")

@@ -47,3 +47,30 @@ def test_convolve_to_keeps_point_source_peak_and_gives_the_target_shape():
 def test_convolve_to_refuses_a_smaller_target():
     with pytest.raises(ValueError):
         convolve_to(np.zeros((8, 8)), (0.01, 0.01, 0), (0.005, 0.005, 0), (-0.001, 0.001))
+
+
+def test_restore_sources_adds_a_beam_shaped_source_at_its_position(tmp_path):
+    """A subtracted source comes back as a Gaussian of the header's beam, its peak at the
+    catalogue position (world -> pixel by astropy) and equal to its apparent flux."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    from engine.subtract import restore_sources
+
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---SIN", "DEC--SIN"]
+    w.wcs.crval = [120.0, 55.0]
+    w.wcs.cdelt = [-0.002, 0.002]
+    w.wcs.crpix = [65.0, 65.0]
+    hdr = w.to_header()
+    beam = (0.016, 0.01, 25.0)
+    hdr["BMAJ"], hdr["BMIN"], hdr["BPA"] = beam
+    path = tmp_path / "img.fits"
+    fits.PrimaryHDU(np.zeros((1, 1, 128, 128), np.float32), hdr).writeto(path)
+    x0, y0 = 70.3, 58.6  # 0-based pixel of the source
+    ra, dec = w.wcs_pix2world([[x0, y0]], 0)[0]
+    restore_sources(path, [{"name": "b", "ra_rad": np.deg2rad(ra), "dec_rad": np.deg2rad(dec),
+                            "apparent_jy": 7.5}])
+    got = np.squeeze(fits.getdata(path))
+    ref = _gaussian((128, 128), x0, y0, beam, (-0.002, 0.002), peak=7.5)
+    np.testing.assert_allclose(got, ref, atol=2e-3 * 7.5)

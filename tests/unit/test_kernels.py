@@ -197,3 +197,35 @@ def test_mosaic_of_two_beams_recovers_the_sky():
     np.testing.assert_allclose(cov[inner], np.maximum(pb1, pb2).ravel()[inner])
     ok = den > 1e-3
     np.testing.assert_allclose(num[ok] / den[ok], 1.0, rtol=1e-12)
+
+
+def test_mosaic_lanczos_matches_numpy_and_keeps_a_narrow_peak():
+    """Lanczos-3 against a direct numpy sum; and a Gaussian of 2.25 pixels FWHM resampled
+    half a pixel off its centre keeps its peak within 1 % (bilinear loses ~13 %)."""
+    from kernels.mosaic import accumulate
+
+    img = rng.standard_normal((20, 30))
+    pb = np.ones((20, 30))
+    x, y = rng.uniform(3, 26, 50), rng.uniform(3, 16, 50)
+    num, den, cov = np.zeros(50), np.zeros(50), np.zeros(50)
+    accumulate(num, den, cov, img, pb, 1.0, x, y, lanczos=3)
+
+    def lw(d):
+        return np.where(d == 0, 1.0, 3 * np.sin(np.pi * d) * np.sin(np.pi * d / 3)
+                        / np.where(d == 0, 1, np.pi * d) ** 2)
+    for k in range(50):
+        x0, y0 = int(np.floor(x[k])), int(np.floor(y[k]))
+        ii, jj = np.arange(x0 - 2, x0 + 4), np.arange(y0 - 2, y0 + 4)
+        w = lw(y[k] - jj)[:, None] * lw(x[k] - ii)[None, :]
+        ref = (w * img[np.ix_(jj, ii)]).sum() / w.sum()
+        assert num[k] == pytest.approx(ref, rel=1e-9, abs=1e-12)
+    yy, xx = np.mgrid[0:32, 0:32].astype(float)
+    sigma = 2.25 / np.sqrt(8 * np.log(2))
+    g = np.exp(-0.5 * ((xx - 16) ** 2 + (yy - 16) ** 2) / sigma ** 2)
+    for order, tol in ((3, 0.01), (0, 0.2)):
+        n1, d1, c1 = np.zeros(1), np.zeros(1), np.zeros(1)
+        accumulate(n1, d1, c1, g, np.ones_like(g), 1.0, np.array([16.5]), np.array([16.5]),
+                   lanczos=order)
+        truth = np.exp(-0.5 * 0.5 / sigma ** 2)  # the Gaussian at (16.5, 16.5)
+        assert abs(n1[0] / truth - 1) < tol
+    assert abs(n1[0] / truth - 1) > 0.05  # bilinear does lose it
