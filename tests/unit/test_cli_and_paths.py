@@ -95,3 +95,26 @@ def test_directory_digest_follows_its_definition(tmp_path):
         fh.seek(LEAF_BYTES + 7)
         fh.write(b"\x00" if big[LEAF_BYTES + 7] else b"\x01")
     assert digest(ms)[0] != want.hexdigest()
+
+
+@pytest.mark.parametrize("offset", [0.0, 0.5, -1.0])
+def test_simulated_pointing_is_offset_from_the_calibrator(tmp_path, offset):
+    """The pointing declination is the calibrator's apparent (TETE) declination at transit
+    plus sim.calibrator_offset_deg; beyond calibrate.max_offset_deg is refused."""
+    from astropy import units as u
+    from astropy.coordinates import TETE, SkyCoord
+    from astropy.time import Time
+
+    out = tmp_path / "cal"
+    assert main(["--set", f"sim.calibrator_offset_deg={offset}", "--set", "sim.transit_obs=0",
+                 "simulate", "--scale", "tiny", "--observations", "1", "--calibrator",
+                 "3C286", "--out", str(out)]) == 0
+    with h5py.File(next(out.glob("*_sb00.hdf5"))) as f:
+        dec = np.rad2deg(f["Header/extra_keywords/phase_center_dec"][()])
+        t = Time(float(np.median(f["Header/time_array"][()])), format="jd")
+    c = SkyCoord("13:31:08.2881", "+30:30:32.959", unit=(u.hourangle, u.deg))
+    app = c.transform_to(TETE(obstime=t)).dec.deg
+    assert dec - app == pytest.approx(offset, abs=2e-4)
+    assert main(["--set", "sim.calibrator_offset_deg=2.0", "simulate", "--scale", "tiny",
+                 "--observations", "1", "--calibrator", "3C286", "--out",
+                 str(tmp_path / "x")]) == 2
