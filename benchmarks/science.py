@@ -56,6 +56,8 @@ for backend in sys.argv[5].split(","):
     out[backend + "_s"] = time.perf_counter() - t0
     out[backend + "_qa"] = r["qa"]
     out[backend + "_image"] = r["files"]["image"]["path"]
+import engine
+out["engine_file"] = engine.__file__
 print("RESULT" + json.dumps(out))
 """
 
@@ -69,9 +71,11 @@ print("RESULT" + json.dumps(thermal_estimate(ct, sys.argv[1], "CORRECTED_DATA", 
 """
 
 
-def _subprocess(script, *args, env=None) -> dict:
+def _subprocess(script, *args, env=None, cwd=None) -> dict:
+    """Run ``script`` with ``python -c``; its first import path is ``cwd`` (so the engine
+    under test is the one in ``cwd`` when given)."""
     p = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True,
-                       text=True, env=env)
+                       text=True, env=env, cwd=cwd)
     if p.returncode:
         raise RuntimeError(p.stderr[-3000:])
     return json.loads([ln for ln in p.stdout.splitlines() if ln.startswith("RESULT")][-1][6:])
@@ -166,14 +170,16 @@ def bench_calibrate_image(cfg, work: Path) -> dict:
     old_keys.update({"convert.single_ra_deg": sc.convert.single_ra_deg,
                      "convert.single_dec_deg": sc.convert.single_dec_deg})
     new_flat = {**sc.as_flat(), "sky.reference_catalog": str(cal_dir / "sky.csv")}
-    runs = {"before": (old_keys, {**os.environ, "PYTHONPATH": str(before_tree)}),
-            "after": (new_flat, None)}
-    for label, (keys, env) in runs.items():
+    root = Path(__file__).resolve().parent.parent
+    runs = {"before": (old_keys, {**os.environ, "PYTHONPATH": str(before_tree)}, before_tree),
+            "after": (new_flat, None, root)}
+    for label, (keys, env, cwd) in runs.items():
         wdir = work / label
         shutil.rmtree(wdir, ignore_errors=True)
         wdir.mkdir()
         res = _subprocess(CAL_IMAGE, ms, wdir, json.dumps(keys), repr(float(transit)), backends,
-                          cal.name, env=env)
+                          cal.name, env=env, cwd=cwd)
+        res["engine"] = res.pop("engine_file", None)
         for b in backends.split(","):
             res[b + "_flux"] = _flux_ratio(res.pop(b + "_image"), sky, pointing, freqs, sc,
                                            cal.name)

@@ -9,6 +9,9 @@ imaging weights the imager uses (:func:`kernels.weights.image_noise`), giving th
 image made of noise alone would have: the floor a clean can reach. Residual rms over that
 floor says how far the image is from the noise (sidelobes, calibration errors, RFI).
 
+The estimate needs calibrated data: before calibration XX and YY carry different gains, so
+``XX - YY`` holds ``(g_x - g_y)`` times the sky and overestimates the noise.
+
 Runs in CASA workers (casatools). Large observations are read with a channel stride so at
 most ``max_values`` visibilities are read; the weights' uv density is scale-free, so the
 estimate does not depend on the stride.

@@ -287,7 +287,9 @@ def test_uncalibrated_image_fails_the_flux_check(run, tmp_path):
     assert bright.sum() >= 3
     # 30 deg phase errors decorrelate the sources and leave their sidelobes in the residual
     assert np.median(peaks[1][bright] / peaks[0][bright]) < 0.8, peaks
-    assert m["qa"]["thermal_ratio"] > 2 * cal_qa["thermal_ratio"], (m["qa"], cal_qa)
+    # (its thermal_ratio means little: uncalibrated XX and YY gains differ, so XX - YY
+    # carries signal into the noise estimate; compare the residuals themselves)
+    assert m["qa"]["residual_rms_jy"] > 2 * cal_qa["residual_rms_jy"], (m["qa"], cal_qa)
 
 
 def test_validity_is_observation_time_not_the_clock(run):
