@@ -1,6 +1,6 @@
 """Science tests (slow): calibrators off the beam axis, gains, realistic noise, the driver, CASA.
 
-Each run simulates three observations with antenna gains and bandpasses, a calibrator
+Each run simulates two observations with antenna gains and bandpasses, a calibrator
 transiting in the second one 0, 0.5 or 1 deg from the pointing declination, and noise at the
 telescope's level for these channel widths (1.88 Jy per visibility and polarization in
 2.9 MHz x 12.9 s; 6.5 Jy in the real 244 kHz channels, 0.5 mJy/beam in a full observation).
@@ -29,20 +29,23 @@ from astropy.wcs import WCS
 from engine import config, scheduler, simulate
 from engine.registry import Registry
 
-pytestmark = pytest.mark.slow
+# each run (simulate, convert, calibrate, image, mosaic) takes 3-10 min on 2 cores
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 HAVE_WSCLEAN = shutil.which("wsclean") is not None
-COMMON = {"sim.nants": 32, "sim.nchan_per_subband": 4, "sim.ntimes": 12, "sim.nobs": 3,
+COMMON = {"sim.nants": 32, "sim.nchan_per_subband": 4, "sim.ntimes": 12, "sim.nobs": 2,
           "sim.nsources": 5, "sim.flux_range_jy": "0.2,1.0", "sim.noise_jy": 1.88,
           "sim.gain_amp_rms": 0.1, "sim.gain_phase_rms_deg": 30.0, "sim.transit_obs": 1,
           "sim.field_radius_deg": 1.0, "image.cell_arcsec": 12.0, "image.imsize": 1536,
           "image.require_calibration": True, "image.max_thermal_ratio": 3.0,
-          "mosaic.size": 3, "mosaic.overlap": 0,
+          "mosaic.size": 2, "mosaic.overlap": 0,
           "ray.max_obs_in_flight": 2}
-# 3C286 (14.9 Jy) on the axis; J0834+555 (8.3 Jy, the issue's case) half a degree and one
-# degree off it, imaged by tclean and by WSClean (which needs one phase centre per MS)
+# 3C286 (14.9 Jy) on the axis; J0834+555 (8.3 Jy, the issue's case) half a degree (tclean,
+# meridian phasing) and one degree (WSClean, which needs one phase centre per MS) off it
 RUNS = {
-    "on_axis": {"sim.calibrator": "3C286", "sim.calibrator_offset_deg": 0.0, "sim.seed": 11},
+    "on_axis": {"sim.calibrator": "3C286", "sim.calibrator_offset_deg": 0.0, "sim.seed": 11,
+                "convert.phasing": "single",
+                "image.backend": "wsclean" if HAVE_WSCLEAN else "tclean"},
     "half_deg": {"sim.calibrator": "J0834+555", "sim.calibrator_offset_deg": 0.5,
                  "sim.seed": 12},
     "one_deg": {"sim.calibrator": "J0834+555", "sim.calibrator_offset_deg": -1.0,
@@ -116,11 +119,14 @@ def measure_mosaic(base: Path):
     wcs = WCS(hdr).celestial
     beam_deg = np.sqrt(hdr["BMAJ"] * hdr["BMIN"])
     sky = truth["sky"]
+    pos = SkyCoord(np.array(sky["ra_rad"]) * u.rad, np.array(sky["dec_rad"]) * u.rad)
     out = []
-    for ra, dec, s, a, name in zip(sky["ra_rad"], sky["dec_rad"], sky["flux_jy"],
-                                   sky["spectral_index"], sky["names"]):
-        if name == truth["calibrator"]:
-            continue
+    for k, (ra, dec, s, a, name) in enumerate(zip(sky["ra_rad"], sky["dec_rad"], sky["flux_jy"],
+                                                  sky["spectral_index"], sky["names"])):
+        sep = pos[k].separation(pos).deg
+        sep[k] = np.inf
+        if name == truth["calibrator"] or sep.min() < 2 * hdr["BMAJ"]:
+            continue  # the calibrator, and sources blended with a neighbour
         px, py = (float(v) for v in wcs.world_to_pixel(SkyCoord(ra * u.rad, dec * u.rad)))
         ix, iy = int(round(px)), int(round(py))
         if not (6 <= ix < img.shape[1] - 6 and 6 <= iy < img.shape[0] - 6) \
@@ -195,9 +201,10 @@ def _solutions(base: Path, summary):
 
 def test_solved_bandpass_and_gains_match_the_simulated_ones(run):
     """B x G against the simulated complex gain per antenna, polarization and channel: the
-    median amplitude ratio over antennas within 1 % in every channel, no slope across the
-    band (an on-axis model would leave the primary beam's 3 % in it), each antenna within
-    4 %, phases within 3 deg."""
+    median amplitude ratio over antennas within 1 % across the band (8-channel blocks), no
+    slope across the band (an on-axis model would leave the primary beam's 3 % in it), and
+    each antenna, channel and polarization within 5 sigma of the noise its solution carries
+    (sigma = noise / (apparent calibrator flux x sqrt(baselines x integrations)))."""
     name, base, cfg, summary = run
     res, qa = _solutions(base, summary)
     truth = json.loads((base / "truth.json").read_text())["gains"]
@@ -233,11 +240,16 @@ def test_solved_bandpass_and_gains_match_the_simulated_ones(run):
                               * np.conj(solved[ref] * np.conj(simulated[ref]))))
     ratios, dphis = np.array(ratios), np.rad2deg(np.array(dphis))  # (Nants, 2, Nchan)
     med = np.median(ratios, axis=0)  # (2, Nchan)
-    assert np.all(np.abs(med - 1) < 0.01), f"{name}: median amplitude ratio {med}"
+    blocks = med.reshape(2, -1, 8).mean(axis=2)
+    assert np.all(np.abs(blocks - 1) < 0.01), f"{name}: median amplitude ratio {blocks}"
     slope = np.polyfit(x, med.mean(axis=0), 1)[0] * 2  # change across the band
     assert abs(slope) < 0.005, f"{name}: amplitude slope across the band {slope:.4f}"
-    assert np.all(np.abs(ratios - 1) < 0.04), f"{name}: worst antenna {np.abs(ratios - 1).max()}"
-    assert np.all(np.abs(dphis) < 3), f"{name}: worst phase error {np.abs(dphis).max():.2f} deg"
+    app = qa["model"]["calibrator_beam_mean"] * cfg_flux(base)
+    sigma = cfg.sim.noise_jy / (app * np.sqrt((cfg.sim.nants - 1) * cfg.sim.ntimes))
+    worst = np.abs(ratios - 1).max()
+    assert worst < 5 * sigma, f"{name}: worst antenna {worst:.4f}, sigma {sigma:.4f}"
+    worst = np.abs(np.deg2rad(dphis)).max()
+    assert worst < 5 * sigma * np.sqrt(2), f"{name}: worst phase {worst:.4f} rad"
     model = qa["model"]
     assert model["sources"][0] == truth_calibrator(base)
     assert len(model["sources"]) > 1  # field sources from the reference catalogue joined
@@ -245,6 +257,12 @@ def test_solved_bandpass_and_gains_match_the_simulated_ones(run):
 
 def truth_calibrator(base: Path) -> str:
     return json.loads((base / "truth.json").read_text())["calibrator"]
+
+
+def cfg_flux(base: Path) -> float:
+    """The calibrator's catalogue flux density at 1.4 GHz (Jy), from the simulated truth."""
+    sky = json.loads((base / "truth.json").read_text())["sky"]
+    return sky["flux_jy"][sky["names"].index(truth_calibrator(base))]
 
 
 UNCAL = r"""
