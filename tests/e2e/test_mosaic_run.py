@@ -20,7 +20,7 @@ OVERRIDES = {"sim.nants": 16, "sim.nchan_per_subband": 2, "sim.ntimes": 3, "sim.
              "sim.noise_jy": 0.5, "sim.gain_amp_rms": 0.05, "sim.gain_phase_rms_deg": 10.0,
              "sim.calibrator": "3C286", "sim.transit_obs": 11, "sim.seed": 21,
              "image.require_calibration": True, "image.cell_arcsec": 8.0, "image.imsize": 1024,
-             "image.nterms": 1, "image.max_thermal_ratio": 3.0}
+             "image.nterms": 1}
 
 
 @pytest.fixture(scope="module")
