@@ -24,7 +24,7 @@ from engine.casaenv import import_casatools
 from engine.config import Config
 from engine import faults, imagers
 from engine.paths import commit_dir
-from engine.telescope import C_M_S, airy_beam
+from engine.telescope import C_M_S, primary_beam
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def _ms_geometry(ct, ms: str) -> dict:
     return {"freqs": freqs, "bmax": bmax, "fields": dirs, "pointing": pointing}
 
 
-def image_size(cfg: Config, geo: dict, dish_m: float) -> tuple[float, int]:
+def image_size(cfg: Config, geo: dict) -> tuple[float, int]:
     """(cell arcsec, imsize) derived from the longest baseline and the primary beam."""
     if cfg.image.cell_arcsec > 0:
         cell = cfg.image.cell_arcsec
@@ -80,9 +80,9 @@ def image_size(cfg: Config, geo: dict, dish_m: float) -> tuple[float, int]:
         cell = np.rad2deg(lam_min / max(geo["bmax"], 1.0)) * 3600 / cfg.image.cell_per_beam
     if cfg.image.imsize > 0:
         return cell, cfg.image.imsize
-    # radius where the Airy beam reaches pb_level at the lowest frequency
+    # radius where the primary beam reaches pb_level at the lowest frequency
     theta = np.linspace(0, np.deg2rad(10), 20000)
-    pb = airy_beam(np.sin(theta), geo["freqs"].min(), dish_m)
+    pb = primary_beam(np.sin(theta), geo["freqs"].min(), cfg)
     below = np.flatnonzero(pb < max(cfg.image.pb_level, 1e-3))
     radius = theta[below[0]] if below.size else theta[-1]
     # the drift adds the track length in RA
@@ -92,8 +92,9 @@ def image_size(cfg: Config, geo: dict, dish_m: float) -> tuple[float, int]:
     return cell, min(good_fft_size(n), cfg.image.max_imsize)
 
 
-def drift_beam(ra_grid, dec_grid, fields, freq_hz, dish_m):
-    """Mean Airy power beam over the pointing track, on a grid of ICRS positions (rad).
+def drift_beam(ra_grid, dec_grid, fields, freq_hz, cfg: Config):
+    """Mean primary beam (:func:`engine.telescope.primary_beam`) over the pointing track, on
+    a grid of ICRS positions (rad).
 
     ``fields`` (Ntimes, 2) are the pointing centres (the meridian positions) of the
     integrations; the beam of each integration is centred on its own pointing.
@@ -102,7 +103,7 @@ def drift_beam(ra_grid, dec_grid, fields, freq_hz, dish_m):
     sd, cd = np.sin(dec_grid), np.cos(dec_grid)
     for ra0, dec0 in fields:
         cos_t = np.clip(sd * np.sin(dec0) + cd * np.cos(dec0) * np.cos(ra_grid - ra0), -1, 1)
-        out += airy_beam(np.sqrt(1 - cos_t ** 2), freq_hz, dish_m)
+        out += primary_beam(np.sqrt(1 - cos_t ** 2), freq_hz, cfg)
     return out / len(fields)
 
 
@@ -134,7 +135,7 @@ def _image_into(work: Path, ms: str, cfg: Config, obs_id: str, caltables, ct, ca
         apply(ct, casatasks, ms, caltables)
         subtracted = subtract_bright(ct, casatasks, ms, cfg)
     geo = _ms_geometry(ct, ms)
-    cell, imsize = image_size(cfg, geo, cfg.array.dish_diameter_m)
+    cell, imsize = image_size(cfg, geo)
     fits_path = work / f"{obs_id}.image.fits"
     resid_path = work / f"{obs_id}.residual.fits"
     backend = cfg.image.backend
@@ -171,12 +172,12 @@ def _image_into(work: Path, ms: str, cfg: Config, obs_id: str, caltables, ct, ca
     yy, xx = np.mgrid[0:imsize, 0:imsize]
     sky = wcs.pixel_to_world(xx, yy)
     pb = drift_beam(sky.ra.rad, sky.dec.rad, geo["pointing"], float(np.mean(geo["freqs"])),
-                    cfg.array.dish_diameter_m)
+                    cfg)
     pb_path = work / f"{obs_id}.pb.fits"
     hdr = wcs.to_header()
     hdr["BUNIT"] = ""
     hdr["OBS_ID"] = obs_id
-    hdr["COMMENT"] = "Airy primary beam averaged over the drift-scan pointing track"
+    hdr["COMMENT"] = "primary beam averaged over the drift-scan pointing track"
     fits.PrimaryHDU(pb.astype(np.float32), hdr).writeto(pb_path)
     with fits.open(resid_path, mode="update") as hdul:
         resid = np.squeeze(hdul[0].data)

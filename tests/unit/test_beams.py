@@ -74,3 +74,14 @@ def test_restore_sources_adds_a_beam_shaped_source_at_its_position(tmp_path):
     got = np.squeeze(fits.getdata(path))
     ref = _gaussian((128, 128), x0, y0, beam, (-0.002, 0.002), peak=7.5)
     np.testing.assert_allclose(got, ref, atol=2e-3 * 7.5)
+
+
+def test_covariance_follows_the_fits_position_angle():
+    """Analytic: BPA 0 puts the major axis north, BPA 90 east (north through east)."""
+    s = 1 / np.sqrt(8 * np.log(2))
+    north = covariance(0.02, 0.01, 0.0)
+    np.testing.assert_allclose(north, np.diag([(0.01 * s) ** 2, (0.02 * s) ** 2]), atol=1e-15)
+    east = covariance(0.02, 0.01, 90.0)
+    np.testing.assert_allclose(east, np.diag([(0.02 * s) ** 2, (0.01 * s) ** 2]), atol=1e-15)
+    ne = covariance(0.02, 0.01, 45.0)  # major axis towards north-east: x and y correlate
+    assert ne[0, 1] > 0

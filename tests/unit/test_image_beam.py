@@ -3,7 +3,10 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from scipy.special import j1
 
+from engine import config
 from engine.image import drift_beam, good_fft_size
+
+CFG = config.load(None, {"array.dish_diameter_m": 4.65})
 
 
 def test_drift_beam_is_the_track_average_of_the_airy_beam():
@@ -12,7 +15,7 @@ def test_drift_beam_is_the_track_average_of_the_airy_beam():
                       np.full(24, dec0)], axis=1)
     ra = np.array([track[12, 0], track[0, 0] - np.deg2rad(1.0)])
     dec = np.array([dec0, dec0 + np.deg2rad(0.5)])
-    got = drift_beam(ra, dec, track, 1.4e9, 4.65)
+    got = drift_beam(ra, dec, track, 1.4e9, CFG)
     # independent: astropy separations and the Airy formula
     sep = SkyCoord(track[:, 0] * u.rad, track[:, 1] * u.rad)[:, None].separation(
         SkyCoord(ra * u.rad, dec * u.rad)[None, :]).rad
@@ -22,7 +25,7 @@ def test_drift_beam_is_the_track_average_of_the_airy_beam():
     expect = airy.mean(axis=0)
     np.testing.assert_allclose(got, expect, rtol=1e-9)
     # the drift matters: a static beam at mid-track overestimates off-centre sources
-    static = drift_beam(ra, dec, track[12:13], 1.4e9, 4.65)
+    static = drift_beam(ra, dec, track[12:13], 1.4e9, CFG)
     assert static[0] > got[0] * 1.03
 
 
