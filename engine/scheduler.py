@@ -56,6 +56,7 @@ class Driver:
         self.stopping = False
         self._last_counts = None
         self._metrics = None
+        self._bytes_converted = 0
         self._verified_tables: set = set()
         self.mosaics = MosaicRelease(self.reg, cfg, self.areas)
 
@@ -157,8 +158,10 @@ class Driver:
                                      tag_keys=("state",)),
                 "rtf": metrics.Gauge("dsa110_real_time_factor",
                                      "wall time per imaged observation / 309 s"),
-                "bytes": metrics.Counter("dsa110_bytes_converted",
-                                         "UVH5 bytes converted to Measurement Sets"),
+                # a gauge refreshed every loop, like the others: Ray stopped exporting the
+                # counter once its last increment was minutes old (seen while imaging ran long)
+                "bytes": metrics.Gauge("dsa110_bytes_converted",
+                                       "UVH5 bytes converted to Measurement Sets"),
             }
         return self._metrics
 
@@ -167,6 +170,7 @@ class Driver:
         m = self.metrics()
         for state in self.reg.MACHINE_STATES:
             m["obs"].set(counts.get(state, 0), tags={"state": state})
+        m["bytes"].set(self._bytes_converted)
         n = len(self.summary.imaged)
         if n:
             m["rtf"].set((time.time() - t_start) / (n * windows.CADENCE_S))
@@ -447,7 +451,8 @@ class Driver:
         shutil.rmtree(store, ignore_errors=True)
         nbytes = self.reg.db.execute("SELECT sum(size) FROM files WHERE obs_id = ? AND "
                                      "status = 'ok'", [obs_id]).fetchone()[0] or 0
-        self.metrics()["bytes"].inc(nbytes)
+        self._bytes_converted += nbytes
+        self.metrics()["bytes"].set(self._bytes_converted)
         self.summary.converted.append(obs_id)
         self.after_conversion(self.reg.get("observations", obs_id))
 
