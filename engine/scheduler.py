@@ -158,8 +158,9 @@ class Driver:
                                      tag_keys=("state",)),
                 "rtf": metrics.Gauge("dsa110_real_time_factor",
                                      "wall time per imaged observation / 309 s"),
-                # a gauge refreshed every loop, like the others: Ray stopped exporting the
-                # counter once its last increment was minutes old (seen while imaging ran long)
+                # a gauge refreshed every loop, like the others: Ray's agent evicts a gauge
+                # not refreshed within two export intervals (a few seconds), so the metrics
+                # are live while a driver runs and gone about 30 s after it stops (measured)
                 "bytes": metrics.Gauge("dsa110_bytes_converted",
                                        "UVH5 bytes converted to Measurement Sets"),
             }
