@@ -19,6 +19,8 @@ Cases (in this order; ``mosaic`` reuses the ``e2e`` run's images, so give both):
 ``e2e``             12 observations through the real driver with 1 and 2 worker CPUs
                     (with ``--address``: once, on all the cluster's CPUs)
 ``mosaic``          the 10-observation mosaic step on the e2e run's images
+``reconcile``       ``reconcile --deep`` against ``sha256sum`` on the same files (the e2e
+                    run's products when it ran in the same --workdir)
 Timings are wall-clock seconds on this machine, measured side by side in one run.
 """
 
@@ -35,6 +37,7 @@ from benchmarks import report
 from benchmarks.bookkeeping import bench_discovery, bench_registry
 from benchmarks.conversion import bench_convert, bench_convert_vs_pyuvdata, bench_simulate
 from benchmarks.kernels import bench_kernels
+from benchmarks.reconcile import bench_reconcile
 from benchmarks.science import bench_calibrate_image
 from benchmarks.throughput import bench_e2e, bench_mosaic
 from benchmarks.uvw_references import bench_uvw_references
@@ -47,7 +50,8 @@ SCALES = {
 CASES = {"simulate": bench_simulate, "kernels": bench_kernels, "convert": bench_convert,
          "convert_vs_pyuvdata": bench_convert_vs_pyuvdata, "uvw_references": bench_uvw_references,
          "calibrate_image": bench_calibrate_image, "discovery": bench_discovery,
-         "registry": bench_registry, "e2e": bench_e2e, "mosaic": bench_mosaic}
+         "registry": bench_registry, "e2e": bench_e2e, "mosaic": bench_mosaic,
+         "reconcile": bench_reconcile}
 
 
 def main(argv=None):

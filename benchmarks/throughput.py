@@ -181,13 +181,14 @@ def bench_mosaic(cfg, work: Path) -> dict:
     """The mosaic step alone, on the 10 published member images of the end-to-end run."""
     from engine.mosaic import make_mosaic
     from engine.registry import Registry
+    from engine.states import MosaicState
 
     base = next((work / f"e2e_{c}cpu" for c in ("cluster", 2, 1)
                  if (work / f"e2e_{c}cpu").exists()), None)
     if base is None:
         raise RuntimeError("the mosaic case needs the e2e case first (same --workdir)")
     reg = Registry(base / "registry.sqlite")
-    mos = next(iter(reg.db["mosaics"].rows_where("state = 'published'")), None)
+    mos = next(iter(reg.rows("mosaics", MosaicState.PUBLISHED)), None)
     if mos is None:
         raise RuntimeError("the e2e run published no mosaic")
     members = []

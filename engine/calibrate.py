@@ -15,23 +15,21 @@ ANTENNA1 = i, ANTENNA2 = j.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-from engine import calibrators
+from engine import calibrators, faults
 from engine.config import Config
+from engine.constants import JD_TO_MJD
 from engine.errors import CasaTaskError
-from engine.paths import commit_dir
+from engine.paths import commit_dir, work_folder
 from engine.skymodel import write_model
 
 log = logging.getLogger(__name__)
-
-JD_TO_MJD = 2400000.5
 
 
 def find_transit(start_jd: float, end_jd: float, dec_app_rad: float, location, cfg: Config):
@@ -103,35 +101,31 @@ def solve(ms: str, out_dir: str, cfg: Config, *, obs_id: str, cal: dict) -> dict
     import casatasks
 
     t0 = time.perf_counter()
+    faults.check("calibrate.start", obs_id)
     c = cfg.calibrate
     out_dir = Path(out_dir)
-    work = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    refant = pick_refant(ct, ms, c.refant)
-    bp, g = str(work / f"{obs_id}.B"), str(work / f"{obs_id}.G")
-    cwd = os.getcwd()
-    os.chdir(work)
-    try:
-        model = write_model(ct, ms, cal, cfg)
-        casatasks.bandpass(vis=ms, caltable=bp, solint="inf", combine="scan,field",
-                           refant=refant, minsnr=c.minsnr, solnorm=True, bandtype="B",
-                           uvrange=c.uvrange)
-        casatasks.gaincal(vis=ms, caltable=g, solint=c.gain_solint, combine="scan,field",
-                          refant=refant, calmode="ap", minsnr=c.minsnr, gaintable=[bp],
-                          uvrange=c.uvrange)
-    except RuntimeError as exc:
-        raise CasaTaskError(f"calibration of {ms}: {exc}") from None
-    finally:
-        os.chdir(cwd)
-    for t in (bp, g):
-        if not Path(t).exists():
-            raise CasaTaskError(f"calibration of {ms} wrote no {Path(t).name}")
-    used = antennas_with_data(ct, ms)
-    qa = {"bandpass": _table_qa(ct, bp, used), "gains": _table_qa(ct, g, used),
-          "refant": refant, "model": model,
-          "solve_s": time.perf_counter() - t0}
-    tables = commit_dir(work, out_dir, {"bandpass": Path(bp).name, "gains": Path(g).name})
+    with work_folder(out_dir) as work:
+        refant = pick_refant(ct, ms, c.refant)
+        bp, g = str(work / f"{obs_id}.B"), str(work / f"{obs_id}.G")
+        try:
+            with contextlib.chdir(work):  # CASA drops helper files in the working directory
+                model = write_model(ct, ms, cal, cfg)
+                casatasks.bandpass(vis=ms, caltable=bp, solint="inf", combine="scan,field",
+                                   refant=refant, minsnr=c.minsnr, solnorm=True,
+                                   bandtype="B", uvrange=c.uvrange)
+                casatasks.gaincal(vis=ms, caltable=g, solint=c.gain_solint,
+                                  combine="scan,field", refant=refant, calmode="ap",
+                                  minsnr=c.minsnr, gaintable=[bp], uvrange=c.uvrange)
+        except RuntimeError as exc:
+            raise CasaTaskError(f"calibration of {ms}: {exc}") from None
+        for t in (bp, g):
+            if not Path(t).exists():
+                raise CasaTaskError(f"calibration of {ms} wrote no {Path(t).name}")
+        used = antennas_with_data(ct, ms)
+        qa = {"bandpass": _table_qa(ct, bp, used), "gains": _table_qa(ct, g, used),
+              "refant": refant, "model": model,
+              "solve_s": time.perf_counter() - t0}
+        tables = commit_dir(work, out_dir, {"bandpass": Path(bp).name, "gains": Path(g).name})
     transit_mjd = cal["transit_jd"] - JD_TO_MJD
     for kind, half in (("bandpass", c.bandpass_valid_h), ("gains", c.gain_valid_h)):
         tables[kind].update(valid_from_mjd=transit_mjd - half / 24.0,

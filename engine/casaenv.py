@@ -63,7 +63,7 @@ def import_casatools():
     """Import casatools offline; refuses in a process that loaded python-casacore."""
     if "casacore" in sys.modules or "casacore.tables" in sys.modules:
         raise EngineError("casatools requested in a process that already loaded "
-                          "python-casacore: one casacore per process (see DESIGN.md)")
+                          "python-casacore: one casacore per process (see docs/ARCHITECTURE.md)")
     os.environ.update(casa_env_vars())
     import casatools
 
@@ -74,7 +74,7 @@ def import_casacore_tables():
     """Import python-casacore's tables; refuses in a process that loaded casatools."""
     if "casatools" in sys.modules:
         raise EngineError("python-casacore requested in a process that already loaded "
-                          "casatools: one casacore per process (see DESIGN.md)")
+                          "casatools: one casacore per process (see docs/ARCHITECTURE.md)")
     from casacore import tables
 
     return tables

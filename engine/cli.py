@@ -34,48 +34,50 @@ def _status(cfg, base: Path, as_json: bool) -> int:
         return 1
     reg = Registry(path)
     out = {t: reg.counts(t) for t in ("observations", "products", "mosaics")}
-    out["files"] = {s: n for s, n in reg.db.execute(
-        "SELECT status, count(*) FROM files GROUP BY status").fetchall()}
-    out["caltables"] = reg.db["caltables"].count
-    out["images"] = reg.db["images"].count
+    out["files"] = reg.file_counts()
+    out["caltables"] = reg.count("caltables")
+    out["images"] = reg.count("images")
+    out["flagging"] = reg.flag_summary()
+    last = reg.last_reconcile()
+    out["reconcile"] = None if last is None else {
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last["at"])),
+        "deep": bool(last["deep"]), "files": last["files"], "problems": last["problems"],
+        "found": [p["what"] + " " + p["path"] for p in json.loads(last["report"])["problems"]][:20],
+        "repaired": json.loads(last["report"])["repaired"]}
     if as_json:
         print(json.dumps(out, indent=1))
     else:
         for k, v in out.items():
-            print(f"{k:13s} {v}")
+            if k != "reconcile":
+                print(f"{k:13s} {v}")
+        r = out["reconcile"]
+        print("reconcile     " + ("never run" if r is None else
+                                  f"last at {r['at']} ({'deep, ' if r['deep'] else ''}"
+                                  f"{r['files']} files): {r['problems']} problem(s)"))
+        for line in (r or {}).get("found", []):
+            print(f"              {line}")
     return 0
 
 
-def _reconcile(cfg, base: Path, repair: bool) -> int:
-    """Compare registry and disk: missing MS/images, stale stage paths, unregistered products."""
+def _reconcile(cfg, base: Path, args) -> int:
+    """Every file the registry names against the disk, and orphans (engine.reconcile)."""
+    from engine import reconcile
     from engine.registry import Registry
+    from engine.run_state import Areas
 
-    reg = Registry(cfg.resolve_path("registry", base))
-    problems = []
-    for obs in reg.db["observations"].rows_where("ms_path IS NOT NULL"):
-        if not Path(obs["ms_path"]).exists() and obs["state"] in ("converted", "imaging"):
-            problems.append(f"{obs['obs_id']}: MS {obs['ms_path']} missing on disk")
-            if repair:
-                reg.transition("observations", obs["obs_id"], "failed",
-                               error="MS missing on disk (reconcile)")
-    for p in reg.db["products"].rows:
-        path = p["published_path"] if p["state"] == "published" else p["stage_path"]
-        if path and not Path(path).exists():
-            problems.append(f"{p['data_id']}: {path} missing on disk")
-    for f in reg.db["files"].rows_where("status = 'ok'"):
-        if not Path(f["path"]).exists():
-            problems.append(f"{f['path']}: registered file missing on disk")
-    known = {Path(p["published_path"]).name for p in reg.db["products"].rows
-             if p["published_path"]}
-    products = cfg.resolve_path("products", base)
-    if products.exists():
-        for d in products.iterdir():
-            if d.name not in known:
-                problems.append(f"{d}: on disk in products but not in the registry")
-    for line in problems:
-        print(line)
-    print(f"{len(problems)} problem(s)")
-    return 1 if problems else 0
+    areas = Areas.from_config(cfg, base)
+    reg = Registry(areas.registry)
+    progress = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.deep else None
+    report = reconcile.check(reg, areas, deep=args.deep, progress=progress)
+    if args.repair or args.delete_orphans:
+        report.repaired = reconcile.repair(reg, areas, report,
+                                           delete_orphans=args.delete_orphans)
+    reg.record_reconcile(report.as_dict())
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=1))
+    else:
+        reconcile.print_report(report)
+    return 1 if report.problems else 0
 
 
 def _demo(cfg, workdir: Path) -> int:
@@ -136,6 +138,9 @@ def main(argv=None) -> int:
     c.add_argument("action", choices=["show"])
     d = sub.add_parser("demo", help="simulate a short run and process it")
     d.add_argument("--workdir", dest="demo_workdir", default="demo-run")
+    d.add_argument("--scale", choices=sorted(SCALE_CONFIGS), default="small",
+                   help="without --config: the shipped configuration of this scale "
+                        "(small: the demo, %(default)s)")
     r = sub.add_parser("run", help="process the incoming folder")
     r.add_argument("--address", help="Ray address (overrides ray.address)")
     for area in ("incoming", "stage", "products", "registry"):
@@ -157,12 +162,21 @@ def main(argv=None) -> int:
     v.add_argument("--out", required=True, help="output Measurement Set")
     st = sub.add_parser("status", help="registry summary")
     st.add_argument("--json", action="store_true")
-    rc = sub.add_parser("reconcile", help="compare registry and disk")
-    rc.add_argument("--repair", action="store_true")
+    rc = sub.add_parser("reconcile", help="every registered file against the disk, and "
+                        "files no registry row names")
+    rc.add_argument("--deep", action="store_true", help="also compare sha256 (reads all)")
+    rc.add_argument("--json", action="store_true")
+    rc.add_argument("--repair", action="store_true",
+                    help="products with missing or changed files are made again by the next "
+                         "run (their folders moved aside, never deleted)")
+    rc.add_argument("--delete-orphans", action="store_true",
+                    help="delete files and folders no registry row names (asked for only)")
     sub.add_parser("scan", help="one discovery pass")
     args = ap.parse_args(argv)
     try:
         overrides = config_mod.parse_overrides(args.set)
+        if args.cmd == "demo" and not args.config:
+            args.config = str(config_mod.CONFIG_DIR / SCALE_CONFIGS[args.scale])
         if args.cmd == "simulate":
             if args.scale and not args.config:
                 args.config = str(config_mod.CONFIG_DIR / SCALE_CONFIGS[args.scale])
@@ -212,7 +226,7 @@ def main(argv=None) -> int:
         if args.cmd == "status":
             return _status(cfg, base, args.json)
         if args.cmd == "reconcile":
-            return _reconcile(cfg, base, args.repair)
+            return _reconcile(cfg, base, args)
         if args.cmd == "scan":
             from engine import discover
             from engine.registry import Registry

@@ -8,6 +8,7 @@ are read here and nowhere else (:func:`env`).
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 import logging
 import os
@@ -16,11 +17,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
+from engine.constants import INTEGRATION_S
 from engine.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+def _config_dir() -> Path:
+    """The shipped configurations: the installed package data ``engine.configs`` (setup.cfg
+    maps the repository's ``configs/`` there), or ``configs/`` beside the source tree when
+    the engine runs uninstalled (``PYTHONPATH=.``)."""
+    try:
+        return Path(str(importlib.resources.files("engine.configs")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "configs"
+
+
+CONFIG_DIR = _config_dir()
 
 
 @dataclass(frozen=True)
@@ -54,7 +67,7 @@ SCHEMA: tuple[Field, ...] = (
       "centre frequency of channel 0 of subband 00, the highest of the band (Hz)"),
     F("band.channel_width_hz", float, -244140.625,
       "channel width as written by the correlator (Hz, negative: frequency descends)"),
-    F("band.integration_s", float, 12.884902000427246, "integration time (s)"),
+    F("band.integration_s", float, INTEGRATION_S, "integration time (s)"),
     F("band.ntimes", int, 24, "integrations per observation", minimum=1),
     # simulator (the demo and tests make their own observations)
     F("sim.nants", int, 96, "antennas that carry data in simulated files (<= data_stations)",
@@ -72,6 +85,12 @@ SCHEMA: tuple[Field, ...] = (
     F("sim.gain_amp_rms", float, 0.0, "rms of simulated antenna gain amplitude errors"),
     F("sim.gain_phase_rms_deg", float, 0.0, "rms of simulated antenna gain phases (deg)"),
     F("sim.filename_jitter_s", float, 30.0, "max |jitter| of filename times (s)"),
+    F("sim.rfi", str, "",
+      "interference and bad data to inject, comma-separated: narrowband, burst, "
+      "intermittent, zeros, dead_antenna, dead_pol ('' none; engine/interference.py)"),
+    F("sim.rfi_sigma", float, 5.0,
+      "injected interference amplitude in units of sim.noise_jy (of 1 Jy without noise)",
+      minimum=0.0),
     F("sim.seed", int, 1234, "random seed of the simulated sky, gains and noise"),
     F("sim.calibrator", str, "", "catalog calibrator that transits during the run ('' none); "
       "sets the start time and pointing declination"),
@@ -102,6 +121,44 @@ SCHEMA: tuple[Field, ...] = (
       "a file whose size changed within this many seconds is looked at again later (s)"),
     F("discover.unreadable_retries", int, 3,
       "scans a file may stay unreadable before it is quarantined", minimum=1),
+    F("discover.same_dec_tol_arcsec", float, 0.2,
+      "files whose header pointing declinations differ by less than this are one pointing "
+      "(arcsec; one correlator dump has exactly one)", minimum=0.0),
+    # flagging (in the subband conversion tasks; docs/FLAGGING.md)
+    F("flag.enabled", bool, True, "flag interference and bad data while converting"),
+    F("flag.zeros", bool, True, "flag visibilities that are exactly zero (correlator gaps)"),
+    F("flag.clip_jy", float, 0.0,
+      "flag |V| above this (data units, Jy for calibrated or simulated data; 0: off)",
+      minimum=0.0),
+    F("flag.dead_fraction", float, 0.1,
+      "an antenna (or one of its polarisations) whose median cross-correlation amplitude is "
+      "below this fraction of the array's is dead: flagged throughout the subband",
+      minimum=0.0),
+    F("flag.antenna_max_flagged", float, 0.95,
+      "an antenna with more than this fraction of its visibilities flagged is flagged "
+      "throughout the subband", minimum=0.0),
+    F("flag.sumthreshold", bool, True, "SumThreshold interference search per baseline"),
+    F("flag.chi1_sigma", float, 6.0,
+      "SumThreshold threshold for single samples, in robust sigmas of the amplitude "
+      "residual; windows of M samples use chi1 / rho^log2(M)", minimum=0.5),
+    F("flag.rho", float, 1.5, "SumThreshold threshold ratio between window sizes",
+      minimum=1.0),
+    F("flag.iterations", int, 3,
+      "SumThreshold passes, thresholds chi1 x 4, x 2, x 1, the background refitted between",
+      minimum=1),
+    F("flag.max_window_chan", int, 32, "largest SumThreshold window along frequency",
+      minimum=1),
+    F("flag.max_window_time", int, 16, "largest SumThreshold window along time", minimum=1),
+    F("flag.sir_eta", float, 0.2,
+      "scale-invariant rank operator: a sample is flagged when a window around it is at "
+      "least 1 - eta flagged (0: off)", minimum=0.0),
+    F("flag.background_half_time", int, 2,
+      "background running median half-width along time (integrations)", minimum=0),
+    F("flag.background_half_chan", int, 3,
+      "background running median half-width along frequency (channels)", minimum=0),
+    F("flag.max_fraction", float, 0.5,
+      "an observation with more than this fraction of its cross-correlations flagged is "
+      "quarantined, not imaged", minimum=0.0),
     # conversion
     F("convert.phasing", str, "meridian", "meridian: one field per integration; single: "
       "rephase to one centre", choices=("meridian", "single")),
@@ -124,6 +181,9 @@ SCHEMA: tuple[Field, ...] = (
     F("calibrate.minsnr", float, 3.0, "minimum SNR of a solution"),
     F("calibrate.gain_solint", str, "inf", "gain solution interval (CASA syntax)"),
     F("calibrate.uvrange", str, "", "uv range used for solving (CASA syntax, '' all)"),
+    F("calibrate.same_dec_tol_deg", float, 1.15,
+      "calibration tables apply to observations whose pointing declination is within this "
+      "of the calibrator observation's (deg)", minimum=0.0),
     F("calibrate.bandpass_valid_h", float, 12.0,
       "bandpass tables apply within +- this many hours of the transit (observation time)"),
     F("calibrate.gain_valid_h", float, 1.0,
@@ -201,6 +261,9 @@ SCHEMA: tuple[Field, ...] = (
     F("mosaic.max_gap_obs", float, 1.5,
       "a start-to-start gap longer than this many observation cadences splits windows"),
     F("mosaic.max_span_min", float, 60.0, "a mosaic spans less than this (minutes)"),
+    F("mosaic.same_dec_tol_deg", float, 0.057,
+      "consecutive observations further apart in pointing declination start a new mosaic "
+      "segment (deg)", minimum=0.0),
     F("mosaic.min_pb", float, 0.2,
       "blank mosaic pixels that no member sees with at least this primary-beam response"),
     # publishing
@@ -215,7 +278,12 @@ SCHEMA: tuple[Field, ...] = (
     F("ray.max_obs_in_flight", int, 2, "observations converted/imaged at once", minimum=1),
     F("ray.task_memory_gb", float, 0.5, "memory reserved per subband task (GB)"),
     F("ray.assembly_memory_gb", float, 1.0, "memory reserved per MS assembly task (GB)"),
-    F("ray.max_retries", int, 2, "retries of a task that failed on a transient error"),
+    F("ray.retries_convert", int, 2, "Ray retries of a subband or assembly task that raised "
+      "a transient error (I/O on a shared file system) or lost its worker", minimum=0),
+    F("ray.retries_calibrate", int, 1, "Ray retries of a calibration task (as above)",
+      minimum=0),
+    F("ray.retries_image", int, 1, "Ray retries of an imaging task (as above)", minimum=0),
+    F("ray.retries_mosaic", int, 1, "Ray retries of a mosaic task (as above)", minimum=0),
     F("ray.include_dashboard", bool, False, "start the Ray dashboard with an embedded cluster"),
     # driver
     F("driver.max_attempts", int, 3,

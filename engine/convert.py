@@ -21,14 +21,17 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
 
 from engine import faults, geometry
 from engine.config import Config
+from engine.constants import JD_TO_MJD
 from engine.errors import InputFileError, ObservationError, StaleProductError, StorageError
+from engine.flagging import flag_subband
 from engine.paths import digest as paths_digest
 from engine.telescope import Telescope
 from engine.uvh5io import BufferPool, Header, parse_filename, read_header, read_subband
@@ -37,7 +40,6 @@ from kernels.visibility import to_ms_order
 
 log = logging.getLogger(__name__)
 
-JD_TO_MJD = 2400000.5
 # reused by the tasks a long-lived worker runs (see uvh5io.BufferPool)
 _POOL = BufferPool()
 
@@ -65,6 +67,7 @@ class Plan:
     npols: int
     start_jd: float
     dec_rad: float
+    flag: dict = field(default_factory=dict)  # the ``flag`` configuration section
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -117,7 +120,8 @@ def plan_observation(obs_id: str, paths, cfg: Config, *, headers: list[Header] |
     if nbls * ref.ntimes != ref.nblts:
         raise InputFileError(ref.path, f"Nblts = {ref.nblts} is not Ntimes ({ref.ntimes}) x Nbls")
     return Plan(obs_id, sorted(slots, key=lambda s: s.chan0), f_sorted.tolist(), width,
-                ref.nblts, nbls, ref.ntimes, ref.npols, ref.start_jd, ref.dec_rad)
+                ref.nblts, nbls, ref.ntimes, ref.npols, ref.start_jd, ref.dec_rad,
+                flag=dict(vars(cfg.flag)))
 
 
 def ms_row_order(time_jd, ant1, ant2):
@@ -206,6 +210,10 @@ def convert_subband(path: str, store: str, plan_json: str) -> dict:
                        .sum())
     in_flagged = n_in_flagged / (int(cross.sum()) * per_row) if cross.any() else 1.0
     flags[~cross] = True  # autocorrelations never enter calibration or imaging
+    t_flag = time.perf_counter()
+    flag_stats = flag_subband(sb.vis, flags, order, sb.ant1, sb.ant2, plan.ntimes, plan.nbls,
+                              SimpleNamespace(**plan.flag)) if plan.flag else {}
+    t_flag = time.perf_counter() - t_flag
     # one numba pass: MS row order, MS convention (reversed rows keep their phase), ascending
     # channels, non-finite values zeroed and flagged, per-row weight sums and, in single
     # phasing, the rotation of this block's channels to the target centre
@@ -228,8 +236,8 @@ def convert_subband(path: str, store: str, plan_json: str) -> dict:
     manifest = {"subband": slot.subband, "path": path, "chan0": slot.chan0,
                 "nchan": slot.nchan, "rows": plan.nrows, "nonfinite_rows": n_bad,
                 "flagged_fraction": 1.0 - float(nvalid.sum()) / flags_o.size,
-                "input_flagged_fraction": in_flagged,
-                "read_s": t_read, "total_s": time.perf_counter() - t0}
+                "input_flagged_fraction": in_flagged, "flags": flag_stats,
+                "read_s": t_read, "flag_s": t_flag, "total_s": time.perf_counter() - t0}
     if n_bad:
         log.warning("%s: %d rows hold NaN/Inf visibilities; flagged", path, n_bad)
     if in_flagged >= 1.0:
@@ -362,6 +370,7 @@ def assemble_ms(store: str, out_ms: str, cfg: Config) -> dict:
     from engine.msio import MSLayout, ms_size_estimate, write_ms
 
     t0 = time.perf_counter()
+    faults.check("convert.assemble", out_ms)
     store = Path(store)
     g = zarr.open_group(str(store), mode="r")
     plan = Plan.from_json(g.attrs["plan"])
@@ -478,10 +487,10 @@ def convert_local(paths, out_ms: str, cfg: Config, *, workdir: Path | None = Non
     plan = plan_observation(obs_id, paths, cfg, headers=headers)
     store = Path(workdir or Path(out_ms).parent) / f"{obs_id}.zarr"
     todo = prepare_store(store, plan, cfg)
-    for s in plan.slots:
-        if s.subband in todo:
-            convert_subband(s.path, str(store), plan.to_json())
+    subbands = [convert_subband(s.path, str(store), plan.to_json()) for s in plan.slots
+                if s.subband in todo]
     manifest = assemble_ms(str(store), out_ms, cfg)
+    manifest["subbands"] = subbands  # as the Ray path returns them (engine.raytasks)
     shutil.rmtree(store)
     return manifest
 

@@ -33,12 +33,21 @@ class ObservationError(EngineError):
     """The files of one observation do not fit together (shapes, times, pointing)."""
 
 
+class TransientError(EngineError):
+    """A failure worth retrying as it is (an I/O error on a shared file system, a registry
+    briefly locked). Ray retries tasks that raise it (``ray.retries.<step>`` times)."""
+
+
 class RegistryError(EngineError):
     """The registry refused an operation (unknown row, lease held by someone else)."""
 
 
 class IllegalTransition(RegistryError):
     """A state change the state machine does not allow."""
+
+
+class RegistryLocked(RegistryError, TransientError):
+    """Another process held the registry's write lock longer than the busy timeout."""
 
 
 class PathSafetyError(EngineError):
@@ -55,10 +64,6 @@ class CasaTaskError(EngineError):
 
 class StorageError(EngineError):
     """Writing to stage or products failed (disk full, read-only). Retried on a later run."""
-
-
-class TransientError(EngineError):
-    """A failure worth retrying (disk briefly busy, registry locked, worker lost)."""
 
 
 # Errors that say the INPUT is bad: the observation is quarantined (a rerun will not help).

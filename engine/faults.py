@@ -2,21 +2,29 @@
 
 ``DSA110_FAULTS`` holds comma-separated ``point@pattern=action`` entries; ``pattern`` is an
 fnmatch pattern on the key the code passes (an observation ID or a path), ``action`` is
-``raise`` (a RuntimeError, as a failing library call would raise) or ``sleep:<seconds>``.
+``raise`` (a RuntimeError, as a failing library call would raise), ``sleep:<seconds>``, or
+``transient:<folder>``: an :class:`~engine.errors.TransientError` (as an I/O error on a
+shared file system becomes) the first time for each key, nothing after; the folder keeps
+one marker file per key, so the second attempt, in whatever process, succeeds.
 Unset (the normal case) every check is a dictionary lookup that does nothing. The driver
 passes the variable on to its Ray workers (:mod:`engine.raytasks`).
 
 Points: ``casa.tclean`` (inside the guarded tclean call, key = MS path),
-``convert.subband`` (start of a subband task, key = file path), ``image.start`` (start of
-an image task, key = observation ID).
+``convert.subband`` (start of a subband task, key = file path), ``convert.assemble``
+(start of an assembly task, key = MS path), ``calibrate.start`` and ``image.start``
+(start of a calibration or image task, key = observation ID), ``mosaic.start`` (key =
+mosaic ID).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import time
+from pathlib import Path
 
 from engine.config import env
+from engine.errors import TransientError
 
 VAR = "DSA110_FAULTS"
 
@@ -40,5 +48,14 @@ def check(point: str, key: str):
             continue
         if action.startswith("sleep:"):
             time.sleep(float(action.split(":", 1)[1]))
+        elif action.startswith("transient:"):
+            marks = Path(action.split(":", 1)[1])
+            marks.mkdir(parents=True, exist_ok=True)
+            mark = marks / hashlib.sha256(f"{point}|{key}".encode()).hexdigest()[:16]
+            try:
+                mark.touch(exist_ok=False)
+            except FileExistsError:
+                continue  # failed once already: this attempt goes through
+            raise TransientError(f"injected transient fault at {point} for {key}")
         elif action == "raise":
             raise RuntimeError(f"injected fault at {point} for {key}")

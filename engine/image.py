@@ -23,8 +23,9 @@ from engine import __version__
 from engine.casaenv import import_casatools
 from engine.config import Config
 from engine import faults, imagers
-from engine.paths import commit_dir
-from engine.telescope import C_M_S, primary_beam
+from engine.paths import commit_dir, work_folder
+from engine.constants import C_M_S
+from engine.telescope import primary_beam
 
 log = logging.getLogger(__name__)
 
@@ -213,15 +214,8 @@ def image_observation(ms: str, out_dir: str, cfg: Config, *, obs_id: str,
     t0 = time.perf_counter()
     faults.check("image.start", obs_id)
     out_dir = Path(out_dir)
-    work = out_dir.with_name(out_dir.name + ".tmp")
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    try:
+    with work_folder(out_dir) as work:  # no partial image is left in stage
         qa, names = _image_into(work, ms, cfg, obs_id, caltables, ct, casatasks, t0)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)  # no partial image is left in stage
-        raise
     files = commit_dir(work, out_dir, names)
     return {"obs_id": obs_id, "dir": str(out_dir), "files": files, "qa": qa,
             "caltables": list(caltables or [])}

@@ -4,6 +4,7 @@ FITS and returns a summary of its clean; the choices are explained in docs/IMAGI
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -47,22 +48,19 @@ def tclean(ct, casatasks, ms, work: Path, fits_path: Path, resid_path: Path, cfg
         args["restoringbeam"] = [f"{im.restoring_beam_arcsec}arcsec"]
     tt = ".tt0" if im.nterms > 1 else ""
     two_stage = im.mask == "two-stage" and im.niter > 0 and im.mask_sigma > im.nsigma
-    cwd = os.getcwd()
-    os.chdir(work)  # CASA drops helper files in the working directory
     try:
-        faults.check("casa.tclean", ms)
-        if two_stage:
-            first = casatasks.tclean(**{**args, "nsigma": im.mask_sigma})
-            npix = _model_mask(ct, base, tt, cell)
-            summary = casatasks.tclean(**args, usemask="user", mask="", restart=True,
-                                       calcpsf=False, calcres=False)
-            summary = {**_merge_summaries(first, summary), "mask_pixels": npix}
-        else:
-            summary = _merge_summaries(casatasks.tclean(**args))
+        with contextlib.chdir(work):  # CASA drops helper files in the working directory
+            faults.check("casa.tclean", ms)
+            if two_stage:
+                first = casatasks.tclean(**{**args, "nsigma": im.mask_sigma})
+                npix = _model_mask(ct, base, tt, cell)
+                summary = casatasks.tclean(**args, usemask="user", mask="", restart=True,
+                                           calcpsf=False, calcres=False)
+                summary = {**_merge_summaries(first, summary), "mask_pixels": npix}
+            else:
+                summary = _merge_summaries(casatasks.tclean(**args))
     except (RuntimeError, ValueError, AssertionError, TypeError) as exc:  # what CASA tasks raise
         raise CasaTaskError(f"tclean on {ms}: {exc.__class__.__name__}: {exc}") from None
-    finally:
-        os.chdir(cwd)
     for kind in ("image", "residual"):
         if not Path(base + f".{kind}" + tt).exists():
             raise CasaTaskError(f"tclean on {ms} wrote no {kind}")

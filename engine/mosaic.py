@@ -12,7 +12,6 @@ combination every member is convolved to one common restoring beam (:mod:`engine
 
 from __future__ import annotations
 
-import shutil
 import time
 import warnings
 from pathlib import Path
@@ -23,12 +22,12 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
-from engine import __version__
+from engine import __version__, faults
 from engine.config import Config
 from engine.errors import StaleProductError
 from engine.beams import common_beam, convolve_to
 from engine.image import INNER_PB, _mad_rms, quicklook
-from engine.paths import commit_dir
+from engine.paths import commit_dir, work_folder
 from kernels.mosaic import accumulate
 
 # images are resampled with Lanczos-3: bilinear lost 11 % of the peak flux of point sources
@@ -95,21 +94,9 @@ def _common_beam_members(loaded):
     return target, factors
 
 
-def make_mosaic(members: list[dict], out_dir: str, cfg: Config, *, mosaic_id: str) -> dict:
-    """Combine member images into one mosaic; write FITS, weight map, residual and PNG.
-
-    ``members``: dicts with obs_id, image path, pb path, rms (Jy/beam) and, when the image
-    has them, residual path and thermal_jy, in time order. Every member is first convolved
-    to one common restoring beam (recorded as BMAJ/BMIN/BPA), so the mosaic's Jy/beam means
-    one thing. With residuals and thermal estimates, the same weights give a residual mosaic
-    and a thermal-noise map ``sqrt(sum w^2 B^2 sigma_th^2) / sum w B^2``; QA compares them
-    inside the region some member sees at primary beam >= 0.5.
-    """
-    t0 = time.perf_counter()
-    out_dir = Path(out_dir)
-    work = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+def _write_mosaic(work: Path, members: list, cfg: Config, mosaic_id: str):
+    """Write the mosaic, weight map, residual and thermal maps and PNG into ``work``;
+    returns (file names by kind, QA so far, the mosaic array, common beam, cell in deg)."""
     loaded = []
     for m in members:
         img, hdr, w = _load(m["image"])
@@ -170,7 +157,7 @@ def make_mosaic(members: list[dict], out_dir: str, cfg: Config, *, mosaic_id: st
     whdr = hdr.copy()
     whdr["BUNIT"] = "1/(Jy/beam)^2"
     fits.PrimaryHDU(weight_map, whdr).writeto(work / names["weight"])
-    qa = {}
+    qa = {"noise_factors": factors}
     if with_noise:
         resid_mosaic = finish(rnum / safe)
         thermal = finish(np.sqrt(var) / safe)
@@ -187,13 +174,31 @@ def make_mosaic(members: list[dict], out_dir: str, cfg: Config, *, mosaic_id: st
     bdeg = beam or (np.nan, np.nan, 0.0)
     quicklook(np.nan_to_num(mosaic), ppath, title=mosaic_id,
               beam_arcsec=(bdeg[0] * 3600, bdeg[1] * 3600, bdeg[2]), cell_arcsec=cell * 3600)
-    files = commit_dir(work, out_dir, names)
+    return names, qa, mosaic, beam, cell
+
+
+def make_mosaic(members: list[dict], out_dir: str, cfg: Config, *, mosaic_id: str) -> dict:
+    """Combine member images into one mosaic; write FITS, weight map, residual and PNG.
+
+    ``members``: dicts with obs_id, image path, pb path, rms (Jy/beam) and, when the image
+    has them, residual path and thermal_jy, in time order. Every member is first convolved
+    to one common restoring beam (recorded as BMAJ/BMIN/BPA), so the mosaic's Jy/beam means
+    one thing. With residuals and thermal estimates, the same weights give a residual mosaic
+    and a thermal-noise map ``sqrt(sum w^2 B^2 sigma_th^2) / sum w B^2``; QA compares them
+    inside the region some member sees at primary beam >= 0.5.
+    """
+    t0 = time.perf_counter()
+    faults.check("mosaic.start", mosaic_id)
+    with work_folder(out_dir) as work:  # nothing partial is left in stage
+        names, qa, mosaic, beam, cell = _write_mosaic(work, members, cfg, mosaic_id)
+        files = commit_dir(work, out_dir, names)
+    ny, nx = mosaic.shape
     rms = _mad_rms(mosaic[np.isfinite(mosaic)])
     peak = float(np.nanmax(mosaic))
     noise = qa.get("residual_rms_jy") or rms
     qa.update({"rms_jy": rms, "peak_jy": peak,
                "dynamic_range": peak / noise if noise > 0 else None,
                "shape": [ny, nx], "cell_arcsec": cell * 3600, "mosaic_s": time.perf_counter() - t0,
-               "beam_deg": list(beam) if beam else None, "noise_factors": factors})
+               "beam_deg": list(beam) if beam else None})
     return {"mosaic_id": mosaic_id, "dir": str(out_dir), "files": files, "qa": qa,
             "members": [m["obs_id"] for m in members]}

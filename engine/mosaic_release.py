@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import time
+import math
 from pathlib import Path
 
 from engine import windows
@@ -19,6 +19,7 @@ from engine.errors import EngineError, StaleProductError
 from engine.paths import verify
 from engine.registry import Registry
 from engine.run_state import Areas
+from engine.states import MosaicState
 
 log = logging.getLogger(__name__)
 
@@ -36,35 +37,27 @@ class MosaicRelease:
         ``busy``: mosaic IDs with a task in flight. Planning reads every observation (0.3 s
         for a year's registry), so it runs only when an observation or mosaic row changed.
         """
-        fp = (self.reg.db.execute("SELECT count(*), max(updated_at) FROM observations"
-                                  ).fetchone(),
-              self.reg.db.execute("SELECT count(*), max(updated_at) FROM mosaics").fetchone(),
-              frozenset(busy))
+        fp = (self.reg.change_marker(), frozenset(busy))
         if fp == self._fingerprint:
             return [], {}
         self._fingerprint = fp
         m = self.cfg.mosaic
-        rows = list(self.reg.db["observations"].rows_where(
-            select="obs_id, start_jd, end_jd, dec_rad, state"))
+        rows = self.reg.observation_summaries()
         released, failed = [], {}
         for win, members in windows.plan(rows, size=m.size, overlap=m.overlap,
                                          max_gap_obs=m.max_gap_obs,
-                                         max_span_min=m.max_span_min):
+                                         max_span_min=m.max_span_min,
+                                         dec_tol_rad=math.radians(m.same_dec_tol_deg)):
             row = self.reg.get("mosaics", win.mosaic_id)
-            if win.mosaic_id in busy or (row and row["state"] != "planned") \
+            if win.mosaic_id in busy or (row and row["state"] != MosaicState.PLANNED) \
                     or not windows.ready(members):
                 continue
             if row is None:
-                with self.reg.write():
-                    self.reg.db["mosaics"].insert({
-                        "mosaic_id": win.mosaic_id, "members": json.dumps(win.members),
-                        "dec_rad": win.dec_rad, "start_jd": win.start_jd,
-                        "end_jd": win.end_jd, "state": "planned", "updated_at": time.time()})
-                    self.reg.event("mosaics", win.mosaic_id, None, "planned")
+                self.reg.plan_mosaic(win)
             try:
                 released.append((win, [self.verified_member(o) for o in win.members]))
             except EngineError as exc:
-                self.reg.transition("mosaics", win.mosaic_id, "failed",
+                self.reg.transition("mosaics", win.mosaic_id, MosaicState.FAILED,
                                     error=f"not released: {exc}")
                 failed[win.mosaic_id] = str(exc)
                 log.error("mosaic %s not released: %s", win.mosaic_id, exc)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 from engine.errors import PathSafetyError, StaleProductError
@@ -116,7 +119,7 @@ def atomic_move(src, dst) -> Path:
     try:
         os.replace(src, dst)
     except OSError as exc:
-        if exc.errno != 18:  # EXDEV: different file systems
+        if exc.errno != errno.EXDEV:  # a rename cannot cross file systems
             raise
         tmp = dst.with_name(dst.name + ".incoming")
         if src.is_dir():
@@ -128,3 +131,21 @@ def atomic_move(src, dst) -> Path:
         os.replace(tmp, dst)
         shutil.rmtree(src) if src.is_dir() else src.unlink()
     return dst
+
+
+@contextmanager
+def work_folder(out_dir):
+    """A fresh ``<out_dir>.tmp`` folder for a task to write into, removed if the task fails.
+
+    The task finishes by :func:`commit_dir` (work folder -> ``out_dir``, one rename), so a
+    reader never sees a half-written ``out_dir`` and a failed task leaves nothing in stage.
+    """
+    out_dir = Path(out_dir)
+    work = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        yield work
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise

@@ -8,6 +8,8 @@ configuration and return manifests; arrays never travel between observation-leve
 
 from __future__ import annotations
 
+import errno
+import functools
 import logging
 import os
 import tempfile
@@ -18,6 +20,7 @@ from engine import faults
 from engine.casaenv import casa_env_vars
 from engine.config import Config, env
 from engine.errors import TransientError
+from engine.states import Step
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +63,41 @@ def _gb(x: float) -> int:
     return int(x * 1024 ** 3)
 
 
-@ray.remote(num_cpus=1, max_retries=2, retry_exceptions=[TransientError])
+# I/O errors worth one more try as they are: a shared file system that hiccuped
+TRANSIENT_ERRNOS = frozenset({errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ESTALE,
+                              errno.ETIMEDOUT, errno.EINTR, errno.ECONNRESET,
+                              errno.ECONNABORTED, errno.EHOSTUNREACH, errno.ENETUNREACH})
+
+
+def transient_io(fn):
+    """Raise I/O errors that a retry may cure as :class:`TransientError` (Ray retries
+    those, ``ray.retries_<step>`` times); every other error fails the task at once."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except OSError as exc:
+            if exc.errno in TRANSIENT_ERRNOS:
+                raise TransientError(f"{fn.__name__}: {exc}") from exc
+            raise
+    return wrapper
+
+
+def retries(cfg: Config, step: Step) -> int:
+    """The configured retries of one kind of task (``ray.retries_<step>``)."""
+    return getattr(cfg.ray, f"retries_{step}")
+
+
+@ray.remote(num_cpus=1, retry_exceptions=[TransientError])
+@transient_io
 def _convert_subband(path, store, plan_json):
     from engine.convert import convert_subband
 
     return convert_subband(path, store, plan_json)
 
 
-@ray.remote(num_cpus=1, max_retries=2, retry_exceptions=[TransientError])
+@ray.remote(num_cpus=1, retry_exceptions=[TransientError])
+@transient_io
 def _assemble(store, out_ms, cfg, *subband_manifests):
     from engine.convert import assemble_ms
 
@@ -76,21 +106,24 @@ def _assemble(store, out_ms, cfg, *subband_manifests):
     return manifest
 
 
-@ray.remote(num_cpus=1, max_retries=1, retry_exceptions=[TransientError])
+@ray.remote(num_cpus=1, retry_exceptions=[TransientError])
+@transient_io
 def _image(ms, out_dir, cfg, obs_id, caltables):
     from engine.image import image_observation
 
     return image_observation(ms, out_dir, cfg, obs_id=obs_id, caltables=caltables)
 
 
-@ray.remote(num_cpus=1, max_retries=1, retry_exceptions=[TransientError])
+@ray.remote(num_cpus=1, retry_exceptions=[TransientError])
+@transient_io
 def _calibrate(ms, out_dir, cfg, obs_id, cal):
     from engine.calibrate import solve
 
     return solve(ms, out_dir, cfg, obs_id=obs_id, cal=cal)
 
 
-@ray.remote(num_cpus=1, max_retries=1, retry_exceptions=[TransientError])
+@ray.remote(num_cpus=1, retry_exceptions=[TransientError])
+@transient_io
 def _mosaic(members, out_dir, cfg, mosaic_id):
     from engine.mosaic import make_mosaic
 
@@ -99,14 +132,16 @@ def _mosaic(members, out_dir, cfg, mosaic_id):
 
 def submit_mosaic(mosaic_id: str, members: list, out_dir: str, cfg: Config):
     return _mosaic.options(name=f"mosaic[{mosaic_id}]", runtime_env=convert_runtime_env(),
-                           memory=_gb(cfg.ray.assembly_memory_gb)
+                           memory=_gb(cfg.ray.assembly_memory_gb),
+                           max_retries=retries(cfg, Step.MOSAIC),
                            ).remote(members, out_dir, cfg, mosaic_id)
 
 
 def submit_calibration(obs_id: str, ms: str, out_dir: str, cfg: Config, cal: dict):
     return _calibrate.options(name=f"calibrate[{obs_id} {cal['name']}]",
                               runtime_env=casa_runtime_env(),
-                              memory=_gb(cfg.ray.assembly_memory_gb)
+                              memory=_gb(cfg.ray.assembly_memory_gb),
+                              max_retries=retries(cfg, Step.CALIBRATE),
                               ).remote(ms, out_dir, cfg, obs_id, cal)
 
 
@@ -118,15 +153,16 @@ def submit_conversion(obs_id: str, plan, todo, store: str, out_ms: str, cfg: Con
             continue
         refs.append(_convert_subband.options(
             name=f"convert[{obs_id} sb{s.subband:02d}]", runtime_env=convert_runtime_env(),
-            memory=_gb(cfg.ray.task_memory_gb), max_retries=cfg.ray.max_retries,
+            memory=_gb(cfg.ray.task_memory_gb), max_retries=retries(cfg, Step.CONVERT),
         ).remote(s.path, store, plan.to_json()))
     return _assemble.options(
         name=f"assemble[{obs_id}]", runtime_env=convert_runtime_env(),
-        memory=_gb(cfg.ray.assembly_memory_gb), max_retries=cfg.ray.max_retries,
+        memory=_gb(cfg.ray.assembly_memory_gb), max_retries=retries(cfg, Step.CONVERT),
     ).remote(store, out_ms, cfg, *refs)
 
 
 def submit_image(obs_id: str, ms: str, out_dir: str, cfg: Config, caltables=()):
     return _image.options(name=f"image[{obs_id}]", runtime_env=casa_runtime_env(),
-                          memory=_gb(cfg.ray.assembly_memory_gb)
+                          memory=_gb(cfg.ray.assembly_memory_gb),
+                          max_retries=retries(cfg, Step.IMAGE),
                           ).remote(ms, out_dir, cfg, obs_id, list(caltables))

@@ -7,7 +7,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine import windows
+from engine.constants import CADENCE_S
 from engine.config import Config
 from engine.errors import ConfigError
 
@@ -56,7 +56,7 @@ class RunSummary:
     def real_time_factor(self) -> float | None:
         """Wall time per observation over the 309 s an observation lasts."""
         n = len(self.imaged) or len(self.converted)
-        return self.wall_s / (n * windows.CADENCE_S) if n else None
+        return self.wall_s / (n * CADENCE_S) if n else None
 
     def report(self) -> str:
         rtf = self.real_time_factor()

@@ -23,22 +23,25 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from engine import discover, raytasks, windows
+from engine import discover, raytasks
 from engine.calibrate import find_transit
+from engine.caltables import CalibrationLookup
 from engine.config import Config, load
+from engine.constants import CADENCE_S, JD_TO_MJD
 from engine.convert import input_warnings, plan_observation, prepare_store
 from engine.errors import (BAD_INPUT, EngineError, IllegalTransition, RegistryError,
                            StaleProductError)
+from engine.flagging import summarise
 from engine.mosaic_release import MosaicRelease
 from engine.paths import confine, verify
 from engine.publish import register_image, register_mosaic, validate_and_publish
-from engine.registry import OBS_STATES, Registry
-from engine.run_state import Areas, RunSummary, lease_abandoned
+from engine.recovery import retry_failed, take_back_abandoned
+from engine.registry import Registry
+from engine.run_state import Areas, RunSummary
+from engine.states import OBS_MACHINE, MosaicState, ObsState, ProductState, Step
 from engine.telescope import Telescope
 
 log = logging.getLogger(__name__)
-
-JD_TO_MJD = 2400000.5
 
 
 class Driver:
@@ -57,67 +60,31 @@ class Driver:
         self._last_counts = None
         self._metrics = None
         self._bytes_converted = 0
-        self._verified_tables: set = set()
+        self.calibration = CalibrationLookup(self.reg, cfg, self.areas.stage)
         self.mosaics = MosaicRelease(self.reg, cfg, self.areas)
+        # what to do with each kind of task's manifest
+        self.handlers = {Step.CONVERT: self.done_convert, Step.CALIBRATE: self.done_calibrate,
+                         Step.IMAGE: self.done_image, Step.MOSAIC: self.done_mosaic}
 
     # --- bookkeeping ----------------------------------------------------------------------
     def recover(self):
-        """After a driver crash: take back work whose driver is gone, keep verified outputs.
-
-        A lease is abandoned when it expired, or when its owner ran on this host and that
-        process no longer exists (a killed driver). Conversion restarts from the verified
-        subband blocks in stage; calibration and imaging restart from the converted MS.
-        """
-        now = time.time()
-        back = {"converting": "complete", "calibrating": "converted", "imaging": "converted"}
-        for obs in self.reg.db["observations"].rows_where(
-                "state IN ('converting', 'calibrating', 'imaging')"):
-            if not lease_abandoned(obs, now):
-                continue
-            self.reg.transition("observations", obs["obs_id"], back[obs["state"]],
-                                lease_owner=None,
-                                error=f"driver restarted during {obs['state']}")
-        # a lease left on a row at rest (e.g. 'converted', when the driver stopped between
-        # recording a conversion and submitting its imaging) would block it until it expires
-        for obs in self.reg.db["observations"].rows_where(
-                "lease_owner IS NOT NULL AND state NOT IN "
-                "('converting', 'calibrating', 'imaging')"):
-            if lease_abandoned(obs, now):
-                self.reg.release(obs["obs_id"], obs["lease_owner"])
-        for mos in self.reg.db["mosaics"].rows_where("state = 'mosaicking'"):
-            self.reg.transition("mosaics", mos["mosaic_id"], "planned",
-                                error="driver restarted during mosaicking")
-        self.retry_failed()
+        """After a driver crash: take back abandoned work (:mod:`engine.recovery`), retry
+        failures, and publish what a previous run made but could not move."""
+        take_back_abandoned(self.reg)
+        retry_failed(self.reg, self.cfg.driver.max_attempts, self.ms_usable)
         self.republish()
 
-    def retry_failed(self):
-        """Take up failed observations again (at most ``driver.max_attempts`` runs each).
-
-        'failed' means the input was fine and a step broke (full disk, CASA error, lost
-        worker); bad input is 'quarantined' instead and never retried automatically. An
-        observation whose MS still checks out resumes from it; otherwise it is converted
-        again (from any subband blocks still verified in stage).
-        """
-        limit = self.cfg.driver.max_attempts
-        for obs in self.reg.db["observations"].rows_where(
-                "state = 'failed' AND coalesce(attempts, 0) < ?", [limit]):
-            target = "complete"
-            if obs["manifest"]:
-                try:
-                    self.verified_ms(obs)
-                    target = "converted"
-                except EngineError:
-                    pass
-            log.warning("retrying %s (attempt %d of %d) from %s; it failed with: %s",
-                        obs["obs_id"], (obs["attempts"] or 0) + 1, limit, target, obs["error"])
-            self.reg.transition("observations", obs["obs_id"], target, lease_owner=None)
-        for mos in self.reg.db["mosaics"].rows_where("state = 'failed'"):
-            self.reg.transition("mosaics", mos["mosaic_id"], "planned")
+    def ms_usable(self, obs: dict) -> bool:
+        try:
+            self.verified_ms(obs)
+            return True
+        except EngineError:
+            return False
 
     def republish(self):
         """Publish products a previous run made but could not move (products not writable)."""
-        for row in self.reg.db["products"].rows_where(
-                "state IN ('staging', 'validated')", order_by="data_id"):
+        for row in self.reg.rows("products", ProductState.STAGING, ProductState.VALIDATED,
+                                 order_by="data_id"):
             if row["kind"] == "image":
                 qa = json.loads(self.reg.get("images", row["data_id"].split(":", 1)[1])["qa"])
             else:
@@ -125,10 +92,10 @@ class Driver:
             self.publish(row["data_id"], qa)
 
     def fail(self, obs_id: str, err: str, *, bad_input: bool = False):
-        """Record a failed step: 'quarantined' for bad input, else 'failed' (retried later)."""
+        """Record a failed step: QUARANTINED for bad input, else FAILED (retried later)."""
         row = self.reg.get("observations", obs_id)
-        new = "quarantined" if bad_input and "quarantined" in \
-            OBS_STATES[row["state"]] else "failed"
+        new = ObsState.QUARANTINED if bad_input and ObsState.QUARANTINED in \
+            OBS_MACHINE[row["state"]] else ObsState.FAILED
         log.error("observation %s %s: %s", obs_id, new, err)
         try:
             self.reg.transition("observations", obs_id, new, error=err[:2000],
@@ -139,7 +106,7 @@ class Driver:
 
     def active(self) -> set:
         """Observations with a task in flight (mosaic tasks do not count)."""
-        return {o for o, step in self.inflight.values() if step != "mosaic"}
+        return {o for o, step in self.inflight.values() if step != Step.MOSAIC}
 
     # --- the loop -------------------------------------------------------------------------
     def request_stop(self, signum=None, frame=None):
@@ -170,11 +137,11 @@ class Driver:
         counts = self.reg.counts("observations")
         m = self.metrics()
         for state in self.reg.MACHINE_STATES:
-            m["obs"].set(counts.get(state, 0), tags={"state": state})
+            m["obs"].set(counts.get(state, 0), tags={"state": str(state)})
         m["bytes"].set(self._bytes_converted)
         n = len(self.summary.imaged)
         if n:
-            m["rtf"].set((time.time() - t_start) / (n * windows.CADENCE_S))
+            m["rtf"].set((time.time() - t_start) / (n * CADENCE_S))
         if counts != self._last_counts:
             self._last_counts = counts
             n = len(self.summary.imaged)
@@ -210,12 +177,31 @@ class Driver:
                 for ref in done:
                     obs_id, step = self.inflight.pop(ref)
                     self.complete(ref, obs_id, step)
+        except BaseException:
+            self.cancel_inflight()
+            raise
         finally:
             self.summary.wall_s = time.time() - t_start
-            self.summary.waiting = [r["obs_id"] for r in self.reg.db["observations"].rows_where(
-                "state = 'awaiting_calibration'", order_by="start_jd")]
+            self.summary.waiting = [r["obs_id"] for r in self.reg.rows(
+                "observations", ObsState.AWAITING_CALIBRATION, order_by="start_jd")]
             self.reg.close()
         return self.summary
+
+    def cancel_inflight(self):
+        """A driver that stops on an error takes its tasks with it: left running (the Ray
+        cluster outlives this run when it is shared), a task would race the next run's task
+        for the same work folder. Their rows are taken back by the next run's recovery."""
+        for ref, (key, step) in list(self.inflight.items()):
+            try:
+                ray.cancel(ref, force=True)
+            except Exception as exc:  # already finished, or the cluster is gone
+                log.debug("cancel %s %s: %s", step, key, exc)
+        try:  # cancelling is asynchronous: wait until the workers are really gone
+            if self.inflight:
+                ray.wait(list(self.inflight), num_returns=len(self.inflight), timeout=60)
+        except Exception as exc:
+            log.debug("waiting for cancelled tasks: %s", exc)
+        self.inflight.clear()
 
     def obs_cap(self) -> int:
         """Observations in flight: the configured cap, lowered to what memory allows.
@@ -237,13 +223,13 @@ class Driver:
     def fill(self):
         """Lease observations, oldest first, while fewer than the cap are active."""
         while len(self.active()) < self.obs_cap():
-            obs = (self.reg.acquire_next(self.owner, states=("converted",))
+            obs = (self.reg.acquire_next(self.owner, states=(ObsState.CONVERTED,))
                    or self.reg.acquire_next(self.owner))
             if obs is None:
                 return
             obs_id = obs["obs_id"]
             try:
-                if obs["state"] == "converted":
+                if obs["state"] == ObsState.CONVERTED:
                     self.after_conversion(obs)
                 else:
                     self.summary.order.append(obs_id)
@@ -256,10 +242,9 @@ class Driver:
     # --- steps ----------------------------------------------------------------------------
     def start_conversion(self, obs: dict):
         cfg, obs_id = self.cfg, obs["obs_id"]
-        self.reg.transition("observations", obs_id, "converting", expect="complete",
-                            lease_owner=self.owner)
-        files = [r["path"] for r in self.reg.db["files"].rows_where(
-            "obs_id = ? AND status = 'ok'", [obs_id], order_by="subband")]
+        self.reg.transition("observations", obs_id, ObsState.CONVERTING,
+                            expect=ObsState.COMPLETE, lease_owner=self.owner)
+        files = self.reg.subband_files(obs_id)
         for f in files:  # never trust a stored path: it must still be there, in incoming
             confine(f, self.areas.incoming)
             if not Path(f).exists():
@@ -273,9 +258,7 @@ class Driver:
                 cal, t_jd = hit
                 log.info("%s holds the transit of %s at MJD %.5f", obs_id, cal.name,
                          t_jd - JD_TO_MJD)
-                with self.reg.write():
-                    self.reg.db["observations"].update(obs_id, {
-                        "calibrator": cal.name, "transit_mjd": t_jd - JD_TO_MJD})
+                self.reg.set_transit(obs_id, cal.name, t_jd - JD_TO_MJD)
                 ocfg = load(None, {**cfg.as_flat(), "convert.phasing": "single",
                                    "convert.single_ra_deg": float(np.rad2deg(cal.ra_rad)),
                                    "convert.single_dec_deg": float(np.rad2deg(cal.dec_rad))})
@@ -284,7 +267,7 @@ class Driver:
         todo = prepare_store(store, plan, ocfg)
         ms = confine(f"{obs_id}/{obs_id}.ms", self.areas.stage)
         ref = raytasks.submit_conversion(obs_id, plan, todo, str(store), str(ms), ocfg)
-        self.inflight[ref] = (obs_id, "convert")
+        self.inflight[ref] = (obs_id, Step.CONVERT)
 
     def verified_ms(self, obs: dict) -> Path:
         """The observation's MS, checked against its conversion manifest before use.
@@ -303,8 +286,7 @@ class Driver:
     def mark_in_place(self, obs: dict, why: str):
         m = json.loads(obs["manifest"])
         m["in_place"] = why
-        with self.reg.write():
-            self.reg.db["observations"].update(obs["obs_id"], {"manifest": json.dumps(m)})
+        self.reg.set_manifest(obs["obs_id"], m)
 
     def after_conversion(self, obs: dict):
         """Calibrate if the observation holds a transit; else image or wait for tables."""
@@ -315,84 +297,69 @@ class Driver:
             ms = self.verified_ms(obs)
             cal = calibrators.get(obs["calibrator"])
             self.mark_in_place(obs, "MODEL_DATA/CORRECTED_DATA written by CASA")
-            self.reg.transition("observations", obs_id, "calibrating", expect="converted",
-                                lease_owner=self.owner)
+            self.reg.transition("observations", obs_id, ObsState.CALIBRATING,
+                                expect=ObsState.CONVERTED, lease_owner=self.owner)
             out = confine(f"{obs_id}/caltables", self.areas.stage)
             ref = raytasks.submit_calibration(obs_id, str(ms), str(out), self.cfg, {
                 "name": cal.name, "ra_rad": cal.ra_rad, "dec_rad": cal.dec_rad,
                 "flux_jy": cal.flux_jy, "spectral_index": cal.spectral_index,
                 "transit_jd": obs["transit_mjd"] + JD_TO_MJD})
-            self.inflight[ref] = (obs_id, "calibrate")
+            self.inflight[ref] = (obs_id, Step.CALIBRATE)
             return
-        self.route_to_imaging(obs, from_state="converted")
+        self.route_to_imaging(obs, from_state=ObsState.CONVERTED)
 
-    def caltables_for(self, obs: dict) -> list | None:
-        if not self.cfg.calibrate.enabled:
-            return []
-        mid = 0.5 * (obs["start_jd"] + obs["end_jd"]) - JD_TO_MJD
-        sets = self.reg.valid_caltables(mid, obs["dec_rad"])
-        if sets is None:
-            return None if self.cfg.image.require_calibration else []
-        paths = []
-        for kind in ("bandpass", "gains"):
-            t = sets[kind]
-            # checked against its manifest once per run (waiting observations ask every
-            # loop); the CASA task checks again that it exists and opens before applycal
-            if (t["path"], t["sha256"]) not in self._verified_tables:
-                verify(t["path"], sha256=t["sha256"], size=t["size"], root=self.areas.stage)
-                self._verified_tables.add((t["path"], t["sha256"]))
-            paths.append(t["path"])
-        return paths
-
-    def route_to_imaging(self, obs: dict, *, from_state: str):
+    def route_to_imaging(self, obs: dict, *, from_state: ObsState):
+        """Image with the tables valid at the observation's time, or wait for them."""
         obs_id = obs["obs_id"]
-        tables = self.caltables_for(obs)
-        if tables is None:
-            if from_state != "awaiting_calibration":
-                self.reg.transition("observations", obs_id, "awaiting_calibration",
+        cal = self.calibration.for_observation(obs)
+        if cal.wait:
+            if from_state != ObsState.AWAITING_CALIBRATION:
+                self.reg.transition("observations", obs_id, ObsState.AWAITING_CALIBRATION,
                                     expect=from_state)
                 self.reg.release(obs_id, self.owner)
-                log.info("%s waits for calibration valid at its observation time", obs_id)
+                log.info("%s waits for calibration: %s", obs_id, cal.reason)
             return
         ms = self.verified_ms(obs)
-        if tables:
+        if cal.tables:
             self.mark_in_place(obs, "CORRECTED_DATA written by applycal")
-        self.reg.transition("observations", obs_id, "imaging", expect=from_state,
-                            calibration_applied=json.dumps(tables), lease_owner=self.owner)
+        self.reg.transition("observations", obs_id, ObsState.IMAGING, expect=from_state,
+                            calibration_applied=json.dumps(list(cal.tables)),
+                            lease_owner=self.owner)
         out_dir = confine(f"{obs_id}/image", self.areas.stage)
-        ref = raytasks.submit_image(obs_id, str(ms), str(out_dir), self.cfg, tables)
-        self.inflight[ref] = (obs_id, "image")
+        ref = raytasks.submit_image(obs_id, str(ms), str(out_dir), self.cfg, cal.tables)
+        self.inflight[ref] = (obs_id, Step.IMAGE)
 
     def release_waiting(self):
         """Image waiting observations for which valid tables now exist (oldest first)."""
-        for obs in self.reg.db["observations"].rows_where(
-                "state = 'awaiting_calibration'", order_by="start_jd"):
+        for obs in self.reg.rows("observations", ObsState.AWAITING_CALIBRATION,
+                                 order_by="start_jd"):
             if obs["obs_id"] in self.active():
                 continue
             try:
-                if self.caltables_for(obs) is not None:
-                    self.route_to_imaging(obs, from_state="awaiting_calibration")
+                if not self.calibration.for_observation(obs).wait:
+                    self.route_to_imaging(obs, from_state=ObsState.AWAITING_CALIBRATION)
             except EngineError as exc:
                 self.fail(obs["obs_id"], f"image: {exc}")
 
     # --- mosaics ---------------------------------------------------------------------------
     def release_mosaics(self):
         """Hand each ready, verified window to a mosaic task (:mod:`engine.mosaic_release`)."""
-        busy = {k for k, step in self.inflight.values() if step == "mosaic"}
+        busy = {k for k, step in self.inflight.values() if step == Step.MOSAIC}
         released, failed = self.mosaics.ready(busy)
         self.summary.failed.update(failed)
         for win, inputs in released:
-            self.reg.transition("mosaics", win.mosaic_id, "mosaicking")
+            self.reg.transition("mosaics", win.mosaic_id, MosaicState.MOSAICKING)
             out = confine(f"mosaics/{win.mosaic_id}", self.areas.stage)
             ref = raytasks.submit_mosaic(win.mosaic_id, inputs, str(out), self.cfg)
-            self.inflight[ref] = (win.mosaic_id, "mosaic")
+            self.inflight[ref] = (win.mosaic_id, Step.MOSAIC)
 
     def done_mosaic(self, mosaic_id: str, manifest: dict):
         data_id = register_mosaic(self.reg, manifest, self.areas.stage)
-        self.reg.transition("mosaics", mosaic_id, "mosaicked", expect="mosaicking")
+        self.reg.transition("mosaics", mosaic_id, MosaicState.MOSAICKED,
+                            expect=MosaicState.MOSAICKING)
         for obs_id in manifest["members"]:
-            if self.reg.get("observations", obs_id)["state"] == "imaged":
-                self.reg.transition("observations", obs_id, "mosaicked")
+            if self.reg.get("observations", obs_id)["state"] == ObsState.IMAGED:
+                self.reg.transition("observations", obs_id, ObsState.MOSAICKED)
         self.publish(data_id, manifest["qa"])
 
     def publish(self, data_id: str, qa: dict) -> bool:
@@ -406,30 +373,32 @@ class Driver:
             log.error("%s", exc)
             self.summary.failed[data_id] = str(exc)
             return False
-        if row["state"] != "published":
+        if row["state"] != ProductState.PUBLISHED:
             return False
         self.summary.published.append(data_id)
         if row["kind"] == "mosaic":
-            if self.reg.get("mosaics", data_id)["state"] == "mosaicked":
-                self.reg.transition("mosaics", data_id, "published")
+            if self.reg.get("mosaics", data_id)["state"] == MosaicState.MOSAICKED:
+                self.reg.transition("mosaics", data_id, MosaicState.PUBLISHED)
             self.summary.mosaics.append(data_id)
         else:
             self.settle_stage(data_id.split(":", 1)[1])
         return True
 
-    def complete(self, ref, obs_id: str, step: str):
+    def complete(self, ref, obs_id: str, step: Step):
+        """Record one finished task through its handler; a failed task fails its row."""
         try:
             manifest = ray.get(ref)
-            getattr(self, f"done_{step}")(obs_id, manifest)
+            self.handlers[step](obs_id, manifest)
         except RegistryError:
             raise  # the registry cannot record anything: stop; the next run recovers
         except (ray.exceptions.RayError, EngineError) as exc:
             cause = getattr(exc, "cause", None) or exc
-            if step == "mosaic":
-                self.reg.transition("mosaics", obs_id, "failed", error=str(cause)[:2000])
+            if step == Step.MOSAIC:
+                self.reg.transition("mosaics", obs_id, MosaicState.FAILED,
+                                    error=str(cause)[:2000])
                 self.summary.failed[obs_id] = str(cause)
             else:
-                if step == "convert":  # a worker that died mid-write leaves its temporary MS
+                if step == Step.CONVERT:  # a worker that died mid-write leaves its temporary MS
                     tmp = confine(f"{obs_id}/{obs_id}.ms.tmp", self.areas.stage)
                     shutil.rmtree(tmp, ignore_errors=True)
                 self.fail(obs_id, f"{step}: {cause}", bad_input=isinstance(cause, BAD_INPUT))
@@ -439,23 +408,38 @@ class Driver:
                root=self.areas.stage)
         lean = {k: v for k, v in manifest.items() if k != "subbands"}
         lean["warnings"] = input_warnings(manifest.get("subbands", []))
-        self.reg.transition("observations", obs_id, "converted", expect="converting",
-                            ms_path=manifest["ms_path"], manifest=json.dumps(lean),
-                            error=None)
+        self.reg.transition("observations", obs_id, ObsState.CONVERTED,
+                            expect=ObsState.CONVERTING, ms_path=manifest["ms_path"],
+                            manifest=json.dumps(lean), error=None)
         if lean["warnings"]:
-            with self.reg.write():
-                self.reg.event("observations", obs_id, "converted", "converted",
-                               {"warnings": lean["warnings"]})
+            self.reg.note("observations", obs_id, ObsState.CONVERTED,
+                          {"warnings": lean["warnings"]})
+        if self.flagged_too_much(obs_id, summarise(manifest.get("subbands", []))):
+            return
             for w in lean["warnings"]:
                 log.warning("%s: %s", obs_id, w)
         store = Path(manifest["ms_path"]).with_suffix(".zarr")
         shutil.rmtree(store, ignore_errors=True)
-        nbytes = self.reg.db.execute("SELECT sum(size) FROM files WHERE obs_id = ? AND "
-                                     "status = 'ok'", [obs_id]).fetchone()[0] or 0
-        self._bytes_converted += nbytes
+        self._bytes_converted += self.reg.input_bytes(obs_id)
         self.metrics()["bytes"].set(self._bytes_converted)
         self.summary.converted.append(obs_id)
         self.after_conversion(self.reg.get("observations", obs_id))
+
+    def flagged_too_much(self, obs_id: str, flags: dict) -> bool:
+        """Record the observation's flag statistics; quarantine it (with the numbers in the
+        reason) when more than ``flag.max_fraction`` of it is flagged."""
+        if flags["fraction"] is None:
+            return False
+        self.reg.set_flags(obs_id, flags)
+        limit = self.cfg.flag.max_fraction
+        if flags["fraction"] <= limit:
+            return False
+        worst = sorted(flags["by_step"].items(), key=lambda kv: -kv[1])[:2]
+        self.fail(obs_id, f"convert: {flags['fraction']:.1%} of the cross-correlations are "
+                          f"flagged (flag.max_fraction {limit:.0%}); most by "
+                          + ", ".join(f"{k} {v:.1%}" for k, v in worst)
+                          + f"; dead antennas {flags['dead_antennas']}", bad_input=True)
+        return True
 
     def done_calibrate(self, obs_id: str, manifest: dict):
         for t in manifest["tables"].values():
@@ -465,27 +449,37 @@ class Driver:
         self.summary.calibrated.append(obs_id)
         log.info("%s: calibration registered (%s, QA %s)", obs_id, manifest["calibrator"],
                  manifest["qa"])
-        self.route_to_imaging(obs, from_state="calibrating")
+        self.route_to_imaging(obs, from_state=ObsState.CALIBRATING)
         self.release_waiting()
 
     def done_image(self, obs_id: str, manifest: dict):
+        obs = self.reg.get("observations", obs_id)
+        manifest["qa"]["flagged_fraction"] = obs["flag_fraction"]
         data_id = register_image(self.reg, manifest, self.areas.stage)
-        self.reg.transition("observations", obs_id, "imaged", expect="imaging",
+        self.reg.transition("observations", obs_id, ObsState.IMAGED, expect=ObsState.IMAGING,
                             image_path=manifest["files"]["image"]["path"])
         self.summary.imaged.append(obs_id)
         self.reg.release(obs_id, self.owner)
         self.publish(data_id, manifest["qa"])
 
     def settle_stage(self, obs_id: str):
-        """After publication the MS is kept (reason recorded) or removed from stage."""
+        """After publication the MS is kept or removed from stage; what happened is
+        recorded after it happened (a removal that failed says so)."""
         obs = self.reg.get("observations", obs_id)
         keep = self.cfg.publish.keep_ms
-        with self.reg.write():
-            self.reg.event("observations", obs_id, obs["state"], obs["state"],
-                           {"stage": f"MS {'kept' if keep else 'removed'} "
-                                     f"(publish.keep_ms = {str(keep).lower()})"})
-        if not keep and obs["ms_path"]:
-            shutil.rmtree(confine(obs["ms_path"], self.areas.stage), ignore_errors=True)
+        if keep or not obs["ms_path"]:
+            self.reg.note("observations", obs_id, obs["state"],
+                          {"stage": f"MS kept (publish.keep_ms = {str(keep).lower()})"})
+            return
+        try:
+            shutil.rmtree(confine(obs["ms_path"], self.areas.stage))
+            self.reg.forget_ms(obs_id, "MS removed (publish.keep_ms = false)")
+        except FileNotFoundError:
+            self.reg.forget_ms(obs_id, "MS was already gone (publish.keep_ms = false)")
+        except OSError as exc:  # still there: the record keeps its path
+            log.warning("%s: MS removal failed: %s", obs_id, exc)
+            self.reg.note("observations", obs_id, obs["state"],
+                          {"stage": f"MS removal failed: {exc}"})
 
 
 def run(cfg: Config, base: Path, *, once: bool = True, poll_s: float = 2.0,

@@ -25,8 +25,9 @@ import h5py
 import numpy as np
 from astropy.time import Time
 
-from engine import geometry
+from engine import geometry, interference
 from engine.config import Config
+from engine.errors import ConfigError
 from engine.telescope import Telescope, airy_beam
 from kernels.visibility import predict_point_sources
 
@@ -204,6 +205,9 @@ def simulate_observation(cfg: Config, tel: Telescope, start_jd: float, out_dir: 
     iso = Time(start_jd, format="jd").isot[:19]
     paths = []
     vis = np.empty((a1_rows.size, sim.nchan_per_subband, 2), dtype=np.complex64)
+    events = rfi_events(cfg, stations)
+    rfi_rng = np.random.default_rng(sim.seed + 5000 + obs_index)
+    rfi_amp = sim.rfi_sigma * (sim.noise_jy if sim.noise_jy > 0 else 1.0)
     for sb in subbands:
         freqs = tel.subband_freqs_hz(sb, sim.nchan_per_subband)
         flux = sky.flux_at(freqs)[None, :, :] * airy_beam(sin_off[:, :, None], freqs[None, None, :],
@@ -217,6 +221,7 @@ def simulate_observation(cfg: Config, tel: Telescope, start_jd: float, out_dir: 
             noise = rng.standard_normal(vis.shape + (2,), dtype=np.float32)
             noise *= sim.noise_jy
             vis += noise.view(np.complex64)[..., 0]
+        interference.inject(vis, events, sb, time_index, a1_rows, a2_rows, rfi_amp, rfi_rng)
         jitter = rng.uniform(-sim.filename_jitter_s, sim.filename_jitter_s)
         fname = Time(start_jd + jitter / 86400.0, format="jd").isot[:19] + f"_sb{sb:02d}.hdf5"
         path = Path(out_dir) / fname
@@ -279,6 +284,19 @@ def write_uvh5(path: Path, *, cfg, tel, stations, times, lst, time_index, ant1, 
     os.replace(tmp, path)
 
 
+def rfi_events(cfg: Config, stations: list[int]) -> list[dict]:
+    """The interference and bad data ``sim.rfi`` asks for (engine/interference.py)."""
+    kinds = [k.strip() for k in cfg.sim.rfi.split(",") if k.strip()]
+    if not kinds:
+        return []
+    try:
+        return interference.plan_events(kinds, ntimes=cfg.sim.ntimes,
+                                        nchan=cfg.sim.nchan_per_subband,
+                                        nsubbands=cfg.band.nsubbands, stations=stations)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def write_truth(path: Path, cfg: Config, sky: Sky, gains: Gains | None, paths, *,
                 transit_obs: int | None = None) -> Path:
     """The simulation's truth beside the data: sky, gains, noise, files per observation."""
@@ -286,7 +304,9 @@ def write_truth(path: Path, cfg: Config, sky: Sky, gains: Gains | None, paths, *
              "calibrator": cfg.sim.calibrator or None, "transit_obs": transit_obs,
              "start": cfg.sim.start,
              "dec_deg": cfg.sim.dec_deg, "seed": cfg.sim.seed,
-             "observations": [[str(p) for p in obs] for obs in paths]}
+             "observations": [[str(p) for p in obs] for obs in paths],
+             "rfi": rfi_events(cfg, simulated_stations(cfg, Telescope(cfg))),
+             "rfi_amplitude_jy": cfg.sim.rfi_sigma * (cfg.sim.noise_jy or 1.0)}
     if gains is not None:
         truth["gains"] = {"stations": gains.stations, "real": gains.g.real.tolist(),
                           "imag": gains.g.imag.tolist(), "bandpass": gains.bp.tolist(),
@@ -310,8 +330,6 @@ def calibrator_run(cfg: Config, tel: Telescope):
     from engine.config import load
 
     cal = calibrators.get(cfg.sim.calibrator)
-    from engine.errors import ConfigError
-
     k = cfg.sim.transit_obs if cfg.sim.transit_obs >= 0 else cfg.sim.nobs // 2
     if k >= cfg.sim.nobs:
         raise ConfigError(f"sim.transit_obs = {k} is beyond sim.nobs = {cfg.sim.nobs}")

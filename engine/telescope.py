@@ -16,9 +16,8 @@ from astropy.coordinates import EarthLocation
 from scipy.special import j1
 
 from engine.config import Config, config_file
+from engine.constants import C_M_S
 from engine.errors import ConfigError
-
-C_M_S = 299792458.0
 
 
 def parse_ranges(text: str) -> list[int]:

@@ -15,6 +15,7 @@ import logging
 import numpy as np
 
 from engine import geometry
+from engine.constants import JD_TO_MJD
 from engine.errors import ObservationError
 from kernels.geometry import baseline_uvw_ms
 
@@ -37,7 +38,7 @@ def validate_phasing(geo: dict, location, *, dec_app_rad: float | None = None,
     Returns a report with the field separations; raises ObservationError on a real
     inconsistency.
     """
-    t_jd = geo["TIME"] * MJD_S_TO_JD + 2400000.5
+    t_jd = geo["TIME"] * MJD_S_TO_JD + JD_TO_MJD
     times, tidx = np.unique(t_jd, return_inverse=True)
     fields = geo["PHASE_DIR"]
     fid = geo["FIELD_ID"]

@@ -18,9 +18,8 @@ from functools import lru_cache
 
 from astropy.time import Time
 
-CADENCE_S = 24 * 12.884902000427246
-BROKEN = {"failed", "quarantined", "incomplete"}
-DONE = {"imaged", "mosaicked"}
+from engine.constants import CADENCE_S
+from engine.states import GAP, HAS_IMAGE
 
 
 @dataclass(frozen=True)
@@ -41,11 +40,11 @@ def mosaic_id_for(members: tuple, start_jd: float) -> str:
     return f"mosaic_{iso}_n{len(members)}_{h}"
 
 
-def segments(observations, *, max_gap_obs: float, dec_tol_rad: float = 1e-3):
+def segments(observations, *, max_gap_obs: float, dec_tol_rad: float):
     """Split time-ordered observation rows into contiguous, unbroken, one-dec runs."""
     out, cur = [], []
     for o in sorted(observations, key=lambda r: r["start_jd"]):
-        if o["state"] in BROKEN:
+        if o["state"] in GAP:
             if cur:
                 out.append(cur)
             cur = []
@@ -61,11 +60,11 @@ def segments(observations, *, max_gap_obs: float, dec_tol_rad: float = 1e-3):
 
 
 def plan(observations, *, size: int = 10, overlap: int = 2, max_gap_obs: float = 1.5,
-         max_span_min: float = 60.0):
+         max_span_min: float = 60.0, dec_tol_rad: float = 1e-3):
     """All full windows the observations allow, each with the rows of its members."""
     step = max(1, size - overlap)
     windows = []
-    for seg in segments(observations, max_gap_obs=max_gap_obs):
+    for seg in segments(observations, max_gap_obs=max_gap_obs, dec_tol_rad=dec_tol_rad):
         for i in range(0, len(seg) - size + 1, step):
             rows = seg[i:i + size]
             span_min = (rows[-1]["end_jd"] - rows[0]["start_jd"]) * 1440
@@ -80,4 +79,4 @@ def plan(observations, *, size: int = 10, overlap: int = 2, max_gap_obs: float =
 
 def ready(rows) -> bool:
     """Every member imaged (its task resolved and its image registered)."""
-    return all(r["state"] in DONE for r in rows)
+    return all(r["state"] in HAS_IMAGE for r in rows)

@@ -19,7 +19,8 @@ import math
 import numpy as np
 from numba import njit
 
-from kernels.visibility import C_M_S, _phasors, _uniform_channels
+from engine.constants import C_M_S
+from kernels.visibility import _phasors, _uniform_channels
 
 
 @njit(cache=True, nogil=True)

@@ -22,7 +22,7 @@ import math
 import numpy as np
 from numba import njit
 
-C_M_S = 299792458.0
+from engine.constants import C_M_S
 
 
 @njit(cache=True, nogil=True)

@@ -13,6 +13,7 @@ corrected for the beam), the simulated bandpass, and positions from astropy.
 """
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -318,7 +319,12 @@ def test_validity_is_observation_time_not_the_clock(run):
     reg = Registry(base / "registry.sqlite")
     obs = reg.get("observations", summary.calibrated[0])
     mid = 0.5 * (obs["start_jd"] + obs["end_jd"]) - 2400000.5
-    assert reg.valid_caltables(mid, obs["dec_rad"]) is not None
-    assert reg.valid_caltables(mid + 7, obs["dec_rad"]) is None  # a week later
-    assert reg.valid_caltables(mid + 0.3, obs["dec_rad"]) is None  # gains expired (1 h)
-    assert reg.valid_caltables(mid, obs["dec_rad"] + 0.3) is None  # another declination
+
+    def valid(mjd, dec):
+        return reg.valid_caltables(mjd, dec, dec_tol_rad=math.radians(
+            cfg.calibrate.same_dec_tol_deg))
+
+    assert valid(mid, obs["dec_rad"]) is not None
+    assert valid(mid + 7, obs["dec_rad"]) is None  # a week later
+    assert valid(mid + 0.3, obs["dec_rad"]) is None  # gains expired (1 h)
+    assert valid(mid, obs["dec_rad"] + 0.3) is None  # another declination

@@ -77,6 +77,40 @@ def tmpfs(path: Path, size: str):
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
+def test_transient_errors_are_retried_by_ray_and_succeed(two_obs, tmp_path, monkeypatch):
+    """Every subband, assembly and image task meets one transient error (an I/O error on
+    a shared file system becomes one): Ray retries each, and the run completes as if
+    nothing happened."""
+    cfg, paths = two_obs
+    cfg, base = _base(tmp_path, paths)
+    marks = tmp_path / "marks"
+    monkeypatch.setenv(FAULTS, ",".join(f"{p}@*=transient:{marks}" for p in (
+        "convert.subband", "convert.assemble", "image.start")))
+    summary = scheduler.run(cfg, base)
+    assert not summary.failed and len(summary.imaged) == 2
+    # one marker per task that failed once: 2 x (16 subbands + 1 assembly + 1 image)
+    assert len(list(marks.iterdir())) == 2 * (16 + 1 + 1)
+    assert_published_once(base, 2)
+
+
+def test_retries_come_from_the_config(two_obs, tmp_path, monkeypatch):
+    """With ray.retries_image = 0 the same transient error fails the observation (FAILED,
+    retried by a later run), while conversion, retried, still succeeds."""
+    cfg, paths = two_obs
+    cfg, base = _base(tmp_path, paths, {"ray.retries_image": 0})
+    marks = tmp_path / "marks"
+    monkeypatch.setenv(FAULTS, ",".join(f"{p}@*=transient:{marks}" for p in (
+        "convert.assemble", "image.start")))
+    summary = scheduler.run(cfg, base)
+    o = _obs(base)
+    assert [r["state"] for r in o] == ["failed", "failed"]
+    assert all("injected transient fault at image.start" in r["error"] for r in o)
+    assert len(summary.converted) == 2
+    summary = scheduler.run(cfg, base)  # the markers stay: the retry goes through
+    assert sorted(summary.imaged) == sorted(r["obs_id"] for r in o)
+    assert_published_once(base, 2)
+
+
 def test_casa_task_that_raises_fails_only_its_observation(two_obs, tmp_path, monkeypatch):
     cfg, paths = two_obs
     cfg, base = _base(tmp_path, paths)
@@ -137,11 +171,11 @@ def test_registry_locked_too_long_stops_the_run_and_a_rerun_completes(two_obs, t
     db = base / "registry.sqlite"
     holders = []
 
-    def lock_when_imaging():  # take the lock while image tasks run
+    def lock_when_imaging():  # take the lock while image tasks run, until the run stops
         deadline = time.time() + 120
         while time.time() < deadline:
             if db.exists() and any(r["state"] == "imaging" for r in _obs_ro(db)):
-                holders.append(_hold_lock(db, 6.0))
+                holders.append(_hold_lock(db, 300.0))
                 return
             time.sleep(0.05)
 
@@ -151,6 +185,7 @@ def test_registry_locked_too_long_stops_the_run_and_a_rerun_completes(two_obs, t
         scheduler.run(cfg, base)
     th.join()
     assert holders, "the run ended before any observation reached imaging"
+    holders[0].terminate()  # the other process goes away: its lock with it
     holders[0].wait(timeout=30)
     states = {r["state"] for r in _obs(base)}
     # every row in a state the next run knows how to take up (in-flight steps roll back)

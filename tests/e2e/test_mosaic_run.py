@@ -1,7 +1,9 @@
 """End to end: 12 observations, one calibrator transit, the driver, one published mosaic."""
 
 import json
+import os
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from engine import config, scheduler, simulate
+from engine.faults import VAR as FAULTS
 from engine.registry import Registry
 from tests.conftest import interpolated_peak
 
@@ -30,9 +33,22 @@ def run(tmp_path_factory):
     simulate.simulate_run(cfg, base / "incoming", truth_path=base / "truth.json")
     if ray.is_initialized():
         ray.shutdown()
-    summary = scheduler.run(cfg, base)
+    # the calibration and the mosaic task each meet one transient error (as an I/O error
+    # on a shared file system becomes): Ray retries them (ray.retries_*) and they succeed
+    marks = base / "transient_marks"
+    faults = ",".join(f"{p}@*=transient:{marks}" for p in ("calibrate.start", "mosaic.start"))
+    with patch.dict(os.environ, {FAULTS: faults}):
+        summary = scheduler.run(cfg, base)
     ray.shutdown()
     return base, cfg, summary
+
+
+def test_transient_errors_were_retried(run):
+    base, cfg, summary = run
+    assert cfg.ray.retries_calibrate >= 1 and cfg.ray.retries_mosaic >= 1
+    # one marker per task that failed once: the calibration and the mosaic
+    assert len(list((base / "transient_marks").iterdir())) == 2
+    assert summary.calibrated and summary.mosaics and not summary.failed
 
 
 def test_twelve_images_and_one_mosaic_published(run):

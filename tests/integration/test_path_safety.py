@@ -124,4 +124,4 @@ def test_caltable_row_outside_stage_is_refused(converted_obs, tmp_path):  # noqa
                 "size": 1})
     driver = scheduler.Driver(cfg, tmp_path)
     with pytest.raises(PathSafetyError, match="outside"):
-        driver.caltables_for(obs)
+        driver.calibration.for_observation(obs)

@@ -55,7 +55,8 @@ def test_reconcile_reports_and_repairs(converted_obs, capsys):
     shutil.rmtree(ms)
     args = ["--config", str(config.CONFIG_DIR / "ci.toml"), "--workdir", str(areas.stage.parent)]
     assert main(args + ["reconcile"]) == 1
-    assert f"{oid}: MS {ms} missing on disk" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"missing        observations {oid}: {ms}: not on disk" in out, out
     assert main(args + ["reconcile", "--repair"]) == 1
     assert Registry(areas.registry).get("observations", oid)["state"] == "failed"
 

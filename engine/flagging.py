@@ -1,0 +1,139 @@
+"""Flagging in the subband conversion task: bad data and interference, before calibration.
+
+Runs on the raw arrays the subband task already holds (no second pass over the MS), in this
+order, each step leaving out what the previous ones flagged:
+
+1. autocorrelations (by the caller) and non-finite values (by the MS-order kernel);
+2. exact zeros (``flag.zeros``: correlator gaps, dropped packets);
+3. an amplitude clip (``flag.clip_jy``, off by default);
+4. dead antennas and dead single polarisations: median cross-correlation amplitude below
+   ``flag.dead_fraction`` of the array's, or more than ``flag.antenna_max_flagged`` of
+   their visibilities already flagged -> flagged throughout the subband;
+5. SumThreshold per baseline on the polarisation-averaged amplitude (``kernels.flagging``),
+   then the scale-invariant rank operator.
+
+Returns statistics by step, antenna, polarisation for the subband's manifest; the driver
+adds them up per observation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kernels.flagging import flag_rows
+
+
+def _antenna_amplitudes(amp_row, ok_row, ant1, ant2, cross, ants):
+    """Median over each antenna's cross-correlation rows of the row's mean unflagged
+    amplitude, per polarisation: (len(ants), npol), NaN where nothing is left."""
+    out = np.full((len(ants), amp_row.shape[1]), np.nan)
+    for i, a in enumerate(ants):
+        rows = cross & ((ant1 == a) | (ant2 == a))
+        for p in range(amp_row.shape[1]):
+            sel = rows & ok_row[:, p]
+            if sel.any():
+                out[i, p] = np.median(amp_row[sel, p])
+    return out
+
+
+def flag_subband(vis, flags, order, ant1, ant2, ntimes: int, nbls: int, fcfg) -> dict:
+    """Flag one subband in place. vis, flags: (nrows, nchan, npol) raw arrays (flags True =
+    bad, autocorrelations already flagged); order: (ntimes * nbls,) raw row of each MS-order
+    cell; ant1, ant2: (nrows,) antenna numbers of the raw rows; fcfg: the ``flag`` section.
+    """
+    nrows, nchan, npol = vis.shape
+    cross = ant1 != ant2
+    total = int(cross.sum()) * nchan * npol
+    stats = {"total": total, "input": int(flags[cross].sum())}
+    if not fcfg.enabled or total == 0:
+        stats["flagged"] = stats["input"]
+        return stats
+    before = stats["input"]
+
+    def step(name):
+        nonlocal before
+        now = int(flags[cross].sum())
+        stats[name] = now - before
+        before = now
+
+    if fcfg.zeros:
+        flags |= vis == 0
+        step("zeros")
+    if fcfg.clip_jy > 0:
+        flags |= np.abs(vis) > fcfg.clip_jy
+        step("clip")
+    amp = np.abs(vis)
+    ok = ~flags
+    n_ok = ok.sum(axis=1)  # (nrows, npol)
+    amp_row = np.where(n_ok > 0, (amp * ok).sum(axis=1) / np.maximum(n_ok, 1), np.nan)
+    ants = np.unique(np.concatenate([ant1[cross], ant2[cross]]))
+    ant_amp = _antenna_amplitudes(amp_row, n_ok > 0, ant1, ant2, cross, ants)
+    dead = []
+    for p in range(npol):
+        ref = np.nanmedian(ant_amp[:, p]) if np.isfinite(ant_amp[:, p]).any() else 0.0
+        for i, a in enumerate(ants):
+            rows = cross & ((ant1 == a) | (ant2 == a))
+            frac = flags[rows, :, p].mean() if rows.any() else 1.0
+            low = not np.isfinite(ant_amp[i, p]) or ant_amp[i, p] < fcfg.dead_fraction * ref
+            if low or frac > fcfg.antenna_max_flagged:
+                dead.append([int(a), p])
+                flags[rows, :, p] = True
+    # an antenna dead in every polarisation is a dead antenna; else a dead polarisation
+    by_ant = {}
+    for a, p in dead:
+        by_ant.setdefault(a, []).append(p)
+    stats["dead_antennas"] = sorted(a for a, ps in by_ant.items() if len(ps) == npol)
+    stats["dead_pols"] = sorted([a, p] for a, ps in by_ant.items() if len(ps) < npol
+                                for p in ps)
+    step("dead")
+    if fcfg.sumthreshold:
+        flag_rows(vis, flags, np.ascontiguousarray(order, dtype=np.int64), ntimes, nbls,
+                  fcfg.chi1_sigma, fcfg.rho, fcfg.iterations, fcfg.max_window_chan,
+                  fcfg.max_window_time, fcfg.sir_eta, fcfg.background_half_time,
+                  fcfg.background_half_chan)
+        step("sumthreshold")
+    stats["flagged"] = int(flags[cross].sum())
+    per_ant = {}
+    for a in ants:
+        rows = cross & ((ant1 == a) | (ant2 == a))
+        per_ant[int(a)] = [int(flags[rows, :, p].sum()) for p in range(npol)]
+    stats["per_antenna"] = per_ant  # flagged visibilities per polarisation
+    stats["per_antenna_total"] = {int(a): int((cross & ((ant1 == a) | (ant2 == a))).sum())
+                                  * nchan for a in ants}
+    return stats
+
+
+STEPS = ("input", "zeros", "clip", "dead", "sumthreshold")
+
+
+def summarise(subbands: list[dict]) -> dict:
+    """An observation's flag statistics from its subband manifests' ``flags``.
+
+    ``fraction``: flagged / all cross-correlation visibilities; ``by_step``: the fraction
+    each step added; ``by_subband``: fraction per subband index; ``by_antenna``:
+    ``{station: [fraction per polarisation]}``; ``dead_antennas`` and ``dead_pols``
+    (``[station, pol index]``) as found in any subband.
+    """
+    total = sum(m["flags"].get("total", 0) for m in subbands if m.get("flags"))
+    if total == 0:
+        return {"fraction": None, "by_step": {}, "by_subband": {}, "by_antenna": {},
+                "dead_antennas": [], "dead_pols": []}
+    flagged = sum(m["flags"]["flagged"] for m in subbands if m.get("flags"))
+    by_step = {s: sum(m["flags"].get(s, 0) for m in subbands if m.get("flags")) / total
+               for s in STEPS}
+    by_subband = {int(m["subband"]): m["flags"]["flagged"] / m["flags"]["total"]
+                  for m in subbands if m.get("flags", {}).get("total")}
+    num, den = {}, {}
+    dead_a, dead_p = set(), set()
+    for m in subbands:
+        f = m.get("flags") or {}
+        for a, counts in f.get("per_antenna", {}).items():
+            n = f["per_antenna_total"][a]
+            num[int(a)] = [x + y for x, y in zip(num.get(int(a), [0] * len(counts)), counts)]
+            den[int(a)] = den.get(int(a), 0) + n
+        dead_a.update(f.get("dead_antennas", []))
+        dead_p.update(tuple(x) for x in f.get("dead_pols", []))
+    by_antenna = {a: [x / den[a] for x in num[a]] for a in sorted(num) if den[a]}
+    return {"fraction": flagged / total, "by_step": by_step, "by_subband": by_subband,
+            "by_antenna": by_antenna, "dead_antennas": sorted(dead_a),
+            "dead_pols": sorted(list(p) for p in dead_p)}

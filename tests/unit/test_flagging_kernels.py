@@ -1,0 +1,148 @@
+"""The flagging kernels against direct numpy/python references and on known planes."""
+
+import math
+
+import numpy as np
+import pytest
+
+from kernels.flagging import (flag_plane, robust_background, robust_sigma, sir_line,
+                              sum_threshold_line)
+
+
+def _sumthreshold_reference(x, mask, chi1, rho, max_m):
+    """Offringa et al. (2010) SumThreshold, written out window by window."""
+    mask = mask.copy()
+    out = np.zeros(x.size, bool)
+    m = 1
+    while m <= max_m and m <= x.size:
+        thr = chi1 / rho ** math.log2(m)
+        new = np.zeros(x.size, bool)
+        for start in range(x.size - m + 1):
+            w = slice(start, start + m)
+            good = ~mask[w]
+            if good.any() and x[w][good].sum() > thr * good.sum():
+                new[w] = True
+        mask |= new
+        out |= new
+        m *= 2
+    return out
+
+
+def _sir_reference(mask, eta):
+    n = mask.size
+    out = mask.copy()
+    for i in range(n):
+        for y1 in range(0, i + 1):
+            for y2 in range(i + 1, n + 1):
+                if mask[y1:y2].mean() >= 1 - eta - 1e-12:
+                    out[i] = True
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_sum_threshold_line_matches_the_reference(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=200)
+    x[50:53] += 4.0  # a short strong burst
+    x[120:150] += 1.5  # a long weak one: only the larger windows see it
+    mask = rng.random(200) < 0.05
+    out = np.zeros(200, bool)
+    sum_threshold_line(x, mask.copy(), out, 6.0, 1.5, 64)
+    ref = _sumthreshold_reference(x, mask, 6.0, 1.5, 64)
+    np.testing.assert_array_equal(out, ref)
+    assert out[50:53].all() and out[120:150].mean() >= 0.75
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_sir_matches_the_reference(seed):
+    rng = np.random.default_rng(seed)
+    mask = rng.random(40) < 0.3
+    for eta in (0.1, 0.2, 0.4):
+        got = mask.copy()
+        sir_line(got, eta)
+        np.testing.assert_array_equal(got, _sir_reference(mask, eta))
+
+
+def test_robust_background_matches_the_reference():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(13, 21)) + np.linspace(0, 3, 21)[None, :]
+    mask = rng.random(a.shape) < 0.2
+    out = np.empty_like(a)
+    robust_background(a, mask, 2, 3, out)
+    spec = np.array([np.median(a[~mask[:, f], f]) for f in range(21)])
+    s = np.array([np.median(spec[max(f - 3, 0):f + 4]) for f in range(21)])
+    prof = np.array([np.median((a[t] - s)[~mask[t]]) for t in range(13)])
+    tt = np.array([np.median(prof[max(t - 2, 0):t + 3]) for t in range(13)])
+    np.testing.assert_allclose(out, s[None, :] + tt[:, None], atol=1e-12)
+
+
+def test_background_is_not_lifted_by_a_block():
+    """A block of interference over a quarter of the integrations and 10 channels leaves
+    the background where the clean samples put it."""
+    a = np.ones((24, 48))
+    a[4:10, 10:20] = 50.0
+    out = np.empty_like(a)
+    robust_background(a, np.zeros(a.shape, bool), 2, 3, out)
+    np.testing.assert_allclose(out, 1.0)
+
+
+def test_robust_sigma_of_gaussian_noise():
+    rng = np.random.default_rng(2)
+    r = rng.normal(scale=3.0, size=(100, 100))
+    mask = np.zeros(r.shape, bool)
+    r[:10] = 1e6
+    mask[:10] = True  # flagged samples do not count
+    assert robust_sigma(r, mask) == pytest.approx(3.0, rel=0.03)
+
+
+def _amplitude(rng, truth=None, rfi=0.0, nt=24, nf=48, sky=1.0, noise=1.0):
+    """What the engine searches (kernels.flagging.flag_rows): the mean over XX and YY of
+    |V|, V = a smooth sky (Jy) + complex Gaussian noise of ``noise`` Jy per component
+    (the simulator's per-visibility noise) + interference of amplitude ``rfi`` with a
+    random phase in the ``truth`` cells, in both polarisations."""
+    t, f = np.meshgrid(np.arange(nt), np.arange(nf), indexing="ij")
+    out = np.zeros((nt, nf))
+    for _ in range(2):
+        v = sky * (1 + 0.2 * np.sin(f / 9.0 + t / 7.0)) + noise * (
+            rng.normal(size=(nt, nf)) + 1j * rng.normal(size=(nt, nf)))
+        if truth is not None:
+            v = v + rfi * np.exp(2j * np.pi * rng.random((nt, nf))) * truth
+        out += 0.5 * np.abs(v)
+    return out
+
+
+ARGS = dict(chi1=6.0, rho=1.5, iterations=3, max_m_freq=32, max_m_time=16, eta=0.2,
+            ht=2, hf=3)
+
+
+def test_clean_planes_are_barely_flagged():
+    rng = np.random.default_rng(3)
+    flagged = total = 0
+    for _ in range(200):
+        a = _amplitude(rng)
+        added = flag_plane(a, np.zeros(a.shape, bool), *ARGS.values())
+        flagged += added.sum()
+        total += added.size
+    assert flagged / total < 0.005, flagged / total
+
+
+@pytest.mark.parametrize("kind", ["narrowband", "burst", "intermittent", "block"])
+def test_interference_at_five_sigma_is_found(kind):
+    """Interference of 5 x the per-visibility noise, each kind: >= 95 % of it flagged."""
+    rng = np.random.default_rng(4)
+    found = total = 0
+    for _ in range(50):
+        truth = np.zeros((24, 48), bool)
+        if kind == "narrowband":
+            truth[:, 17] = True
+        elif kind == "burst":
+            truth[9, :] = True
+        elif kind == "intermittent":  # on for 2 integrations in every 6 (as simulated)
+            truth[np.arange(24) % 6 < 2, 30] = True
+        else:
+            truth[4:8, 10:20] = True
+        a = _amplitude(rng, truth, 5.0)
+        added = flag_plane(a, np.zeros(a.shape, bool), *ARGS.values())
+        found += (added & truth).sum()
+        total += truth.sum()
+    assert found / total >= 0.95, found / total
