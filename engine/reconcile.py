@@ -126,6 +126,8 @@ def check(reg: Registry, areas: Areas, *, deep: bool = False, progress=None) -> 
             continue
         d = d.resolve()
         known_dirs.add(d)
+        if row["state"] == ProductState.REJECTED and not d.is_dir():
+            continue  # repaired (its folder moved aside): the next run makes it again
         if not d.is_dir():
             c.report.problems.append(Problem("folder-missing", "products", row["data_id"],
                                              str(d), "the product's folder is not on disk"))
@@ -161,10 +163,16 @@ def _orphans(reg: Registry, areas: Areas, known_files: set, known_dirs: set) -> 
     obs_ids = {r["obs_id"]: r["state"] for r in reg.observation_summaries()}
     writing = (ObsState.COMPLETE, ObsState.CONVERTING, ObsState.CALIBRATING, ObsState.IMAGING)
     busy = {o for o, s in obs_ids.items() if s in writing}
+    stage = areas.stage.resolve()
+    # a conversion store is the engine's until its MS exists: a failed or waiting
+    # conversion resumes from the subband blocks verified in it
+    resumable = (ObsState.COMPLETE, ObsState.CONVERTING, ObsState.FAILED)
+    known_files = known_files | {stage / o / f"{o}.zarr" for o, s in obs_ids.items()
+                                 if s in resumable}
     containers = set(known_dirs)  # product folders: entered, extra files in them are orphans
     for p in known_files | known_dirs:
         containers.update(p.parents)
-    stage, products = areas.stage.resolve(), areas.products.resolve()
+    products = areas.products.resolve()
     for root in (stage, products):
         containers.update(root / c for c in CONTAINERS)
     containers.update(stage / o for o in obs_ids)
@@ -244,7 +252,8 @@ def _repair_product(reg: Registry, areas: Areas, data_id: str, stamp: str) -> st
     return f"{data_id}: observation -> complete (reconverted and re-imaged){moved}"
 
 
-def print_report(report: Report, out=sys.stdout):
+def print_report(report: Report, out=None):
+    out = out or sys.stdout  # looked up at the call: stdout may be redirected later
     for p in report.problems:
         print(p.line(), file=out)
     rate = f", {report.bytes / 1e9 / max(report.seconds, 1e-9):.2f} GB/s" if report.deep else ""

@@ -7,6 +7,7 @@ stays invisible, so every engine file and every shipped configuration comes from
 """
 
 import json
+import shutil
 import site
 import subprocess
 import sys
@@ -19,9 +20,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 def test_wheel_in_a_fresh_venv_runs_the_demo(tmp_path):
+    # build from a copy: setuptools writes build/ into the tree it builds
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", "demo-run", "bench-run"))
     dist = tmp_path / "dist"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-                    "--no-build-isolation", "-w", str(dist), str(ROOT)], check=True,
+                    "--no-build-isolation", "-w", str(dist), str(src)], check=True,
                    cwd=tmp_path)
     wheel = next(dist.glob("dsa110_engine-*.whl"))
     venv = tmp_path / "venv"

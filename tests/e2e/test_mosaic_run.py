@@ -104,3 +104,43 @@ def test_sources_recovered_in_the_mosaic(run):
         assert np.hypot(fx - x, fy - y) * cell / beam < 0.2, name
         checked += 1
     assert checked >= 3
+
+
+def test_a_damaged_mosaic_is_made_again_after_reconcile_repair(run, capsys):
+    """Last in this module (it changes the run): the published mosaic loses its weight map;
+    reconcile reports it, --repair plans the window again, and the next run re-makes the
+    mosaic from the verified member images and publishes it once, with the same pixels."""
+    from engine.cli import main
+
+    base, cfg, summary = run
+    reg = Registry(base / "registry.sqlite")
+    mos = reg.get("mosaics", summary.mosaics[0])
+    with fits.open(mos["path"]) as h:
+        before = np.array(h[0].data)
+    weight = Path(mos["path"]).with_name(f"{mos['mosaic_id']}.weight.fits")
+    weight.unlink()
+    args = ["--config", str(config.CONFIG_DIR / "ci.toml"), "--workdir", str(base)]
+    capsys.readouterr()
+    assert main(args + ["reconcile", "--json", "--repair"]) == 1
+    rep = json.loads(capsys.readouterr().out)
+    assert [(p["what"], p["key"]) for p in rep["problems"]] == [
+        ("missing", mos["mosaic_id"])]
+    assert reg.get("mosaics", mos["mosaic_id"])["state"] == "planned"
+    if ray.is_initialized():
+        ray.shutdown()
+    again = scheduler.run(config.load(config.CONFIG_DIR / "ci.toml", OVERRIDES), base)
+    ray.shutdown()
+    assert again.mosaics == [mos["mosaic_id"]] and not again.converted and not again.imaged
+    mos = reg.get("mosaics", mos["mosaic_id"])
+    assert mos["state"] == "published" and weight.exists()
+    with fits.open(mos["path"]) as h:
+        np.testing.assert_array_equal(h[0].data, before)
+    left = [p for p in json.loads(_json_reconcile(main, args, capsys))["problems"]]
+    assert [p["what"] for p in left] == ["orphan"]  # the damaged folder, moved aside
+    assert ".broken-" in left[0]["path"]
+
+
+def _json_reconcile(main, args, capsys):
+    capsys.readouterr()
+    main(args + ["reconcile", "--json"])
+    return capsys.readouterr().out
