@@ -495,6 +495,15 @@ def convert_local(paths, out_ms: str, cfg: Config, *, workdir: Path | None = Non
     return manifest
 
 
+def subband_manifests(store) -> list[dict]:
+    """The manifests of every subband converted into ``store`` (its marker files), in
+    subband order; [] if the store is gone."""
+    store = Path(store)
+    if not store.is_dir():
+        return []
+    return [json.loads(p.read_text()) for p in sorted(store.glob("sb*.done.json"))]
+
+
 def input_warnings(subbands: list) -> list:
     """Problems in an observation's files that conversion flagged rather than rejected."""
     out = []

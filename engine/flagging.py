@@ -3,7 +3,7 @@
 Runs on the raw arrays the subband task already holds (no second pass over the MS), in this
 order, each step leaving out what the previous ones flagged:
 
-1. autocorrelations (by the caller) and non-finite values (by the MS-order kernel);
+1. autocorrelations (by the caller) and non-finite values;
 2. exact zeros (``flag.zeros``: correlator gaps, dropped packets);
 3. an amplitude clip (``flag.clip_jy``, off by default);
 4. dead antennas and dead single polarisations: median cross-correlation amplitude below
@@ -56,24 +56,27 @@ def flag_subband(vis, flags, order, ant1, ant2, ntimes: int, nbls: int, fcfg) ->
         stats[name] = now - before
         before = now
 
+    flags |= ~np.isfinite(vis)  # NaN/Inf (the MS-order kernel zeroes them later)
+    step("nonfinite")
     if fcfg.zeros:
         flags |= vis == 0
         step("zeros")
     if fcfg.clip_jy > 0:
         flags |= np.abs(vis) > fcfg.clip_jy
         step("clip")
-    amp = np.abs(vis)
     ok = ~flags
+    amp = np.where(ok, np.abs(vis), 0.0)  # flagged samples (NaN among them) count nothing
     n_ok = ok.sum(axis=1)  # (nrows, npol)
-    amp_row = np.where(n_ok > 0, (amp * ok).sum(axis=1) / np.maximum(n_ok, 1), np.nan)
+    amp_row = np.where(n_ok > 0, amp.sum(axis=1) / np.maximum(n_ok, 1), np.nan)
     ants = np.unique(np.concatenate([ant1[cross], ant2[cross]]))
     ant_amp = _antenna_amplitudes(amp_row, n_ok > 0, ant1, ant2, cross, ants)
     dead = []
+    before_dead = flags.copy()  # each antenna judged on the flags before this step
     for p in range(npol):
         ref = np.nanmedian(ant_amp[:, p]) if np.isfinite(ant_amp[:, p]).any() else 0.0
         for i, a in enumerate(ants):
             rows = cross & ((ant1 == a) | (ant2 == a))
-            frac = flags[rows, :, p].mean() if rows.any() else 1.0
+            frac = before_dead[rows, :, p].mean() if rows.any() else 1.0
             low = not np.isfinite(ant_amp[i, p]) or ant_amp[i, p] < fcfg.dead_fraction * ref
             if low or frac > fcfg.antenna_max_flagged:
                 dead.append([int(a), p])
@@ -103,7 +106,7 @@ def flag_subband(vis, flags, order, ant1, ant2, ntimes: int, nbls: int, fcfg) ->
     return stats
 
 
-STEPS = ("input", "zeros", "clip", "dead", "sumthreshold")
+STEPS = ("input", "nonfinite", "zeros", "clip", "dead", "sumthreshold")
 
 
 def summarise(subbands: list[dict]) -> dict:

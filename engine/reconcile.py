@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from engine.errors import EngineError
 from engine.paths import digest
 from engine.registry import Registry
 from engine.run_state import Areas
@@ -205,7 +206,10 @@ def repair(reg: Registry, areas: Areas, report: Report, *, delete_orphans: bool 
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     for table, key in sorted(broken):
         if table == "products":
-            done.append(_repair_product(reg, areas, key, stamp))
+            try:
+                done.append(_repair_product(reg, areas, key, stamp))
+            except EngineError as exc:
+                done.append(f"{key}: not repaired: {exc}")
         elif table == "observations":
             obs = reg.get("observations", key)
             if obs["state"] in (ObsState.IMAGED, ObsState.MOSAICKED):
@@ -214,7 +218,8 @@ def repair(reg: Registry, areas: Areas, report: Report, *, delete_orphans: bool 
             else:
                 reg.transition("observations", key, ObsState.FAILED,
                                error="MS missing or changed on disk (reconcile)")
-                done.append(f"{key}: {obs['state']} -> failed (the next run reconverts)")
+                done.append(f"{key}: {obs['state']} -> failed (the next run reconverts it "
+                            "while it has attempts left, driver.max_attempts)")
         elif table == "caltables":
             done.append(f"{key}: not repaired: calibration tables are re-solved only by "
                         "reprocessing their calibrator observation")
@@ -230,26 +235,29 @@ def repair(reg: Registry, areas: Areas, report: Report, *, delete_orphans: bool 
 
 
 def _repair_product(reg: Registry, areas: Areas, data_id: str, stamp: str) -> str:
+    """Registry first (it refuses, changing nothing, while a task is in flight), then the
+    damaged folder is moved aside (kept, out of the way of the product made again)."""
     row = reg.get("products", data_id)
-    d = _product_dir(row)
-    moved = ""
-    if d is not None and d.exists():  # keep what is there, out of the way of the new one
-        aside = d.with_name(f"{d.name}.broken-{stamp}")
-        d.rename(aside)
-        moved = f"; its folder moved aside to {aside}"
     reason = "files missing or changed on disk (reconcile)"
     if row["kind"] == "mosaic":
         reg.repair_mosaic(data_id, reason)
-        return f"{data_id}: mosaic planned again (the next run re-makes it){moved}"
-    obs_id = data_id.split(":", 1)[1]
-    obs = reg.get("observations", obs_id)
-    m = reg.manifest(obs_id) or {}
-    ms = Path(obs["ms_path"]) if obs["ms_path"] else None
-    if ms is not None and (ms / "table.dat").exists() and m:
-        reg.repair_image(data_id, ObsState.CONVERTED, reason)
-        return f"{data_id}: observation -> converted (re-imaged from its MS){moved}"
-    reg.repair_image(data_id, ObsState.COMPLETE, reason)
-    return f"{data_id}: observation -> complete (reconverted and re-imaged){moved}"
+        what = f"{data_id}: mosaic planned again (the next run re-makes it)"
+    else:
+        obs_id = data_id.split(":", 1)[1]
+        obs = reg.get("observations", obs_id)
+        ms = Path(obs["ms_path"]) if obs["ms_path"] else None
+        if ms is not None and (ms / "table.dat").exists() and reg.manifest(obs_id):
+            reg.repair_image(data_id, ObsState.CONVERTED, reason)
+            what = f"{data_id}: observation -> converted (re-imaged from its MS)"
+        else:
+            reg.repair_image(data_id, ObsState.COMPLETE, reason)
+            what = f"{data_id}: observation -> complete (reconverted and re-imaged)"
+    d = _product_dir(row)
+    if d is not None and d.exists():
+        aside = d.with_name(f"{d.name}.broken-{stamp}")
+        d.rename(aside)
+        what += f"; its folder moved aside to {aside}"
+    return what
 
 
 def print_report(report: Report, out=None):

@@ -28,7 +28,8 @@ from engine.calibrate import find_transit
 from engine.caltables import CalibrationLookup
 from engine.config import Config, load
 from engine.constants import CADENCE_S, JD_TO_MJD
-from engine.convert import input_warnings, plan_observation, prepare_store
+from engine.convert import (input_warnings, plan_observation, prepare_store,
+                            subband_manifests)
 from engine.errors import (BAD_INPUT, EngineError, IllegalTransition, RegistryError,
                            StaleProductError)
 from engine.flagging import summarise
@@ -406,20 +407,22 @@ class Driver:
     def done_convert(self, obs_id: str, manifest: dict):
         verify(manifest["ms_path"], sha256=manifest["sha256"], size=manifest["size"],
                root=self.areas.stage)
+        store = Path(manifest["ms_path"]).with_suffix(".zarr")
+        # every subband's manifest, also those converted by an earlier (interrupted) run
+        subbands = subband_manifests(store) or manifest.get("subbands", [])
         lean = {k: v for k, v in manifest.items() if k != "subbands"}
-        lean["warnings"] = input_warnings(manifest.get("subbands", []))
+        lean["warnings"] = input_warnings(subbands)
         self.reg.transition("observations", obs_id, ObsState.CONVERTED,
                             expect=ObsState.CONVERTING, ms_path=manifest["ms_path"],
                             manifest=json.dumps(lean), error=None)
         if lean["warnings"]:
             self.reg.note("observations", obs_id, ObsState.CONVERTED,
                           {"warnings": lean["warnings"]})
-        if self.flagged_too_much(obs_id, summarise(manifest.get("subbands", []))):
-            return
             for w in lean["warnings"]:
                 log.warning("%s: %s", obs_id, w)
-        store = Path(manifest["ms_path"]).with_suffix(".zarr")
         shutil.rmtree(store, ignore_errors=True)
+        if self.flagged_too_much(obs_id, summarise(subbands)):
+            return
         self._bytes_converted += self.reg.input_bytes(obs_id)
         self.metrics()["bytes"].set(self._bytes_converted)
         self.summary.converted.append(obs_id)

@@ -101,8 +101,9 @@ PRODUCT_MACHINE: dict[ProductState, set[ProductState]] = {
 MOSAIC_MACHINE: dict[MosaicState, set[MosaicState]] = {
     MosaicState.PLANNED: {MosaicState.MOSAICKING, MosaicState.FAILED},
     MosaicState.MOSAICKING: {MosaicState.MOSAICKED, MosaicState.FAILED, MosaicState.PLANNED},
-    MosaicState.MOSAICKED: {MosaicState.PUBLISHED, MosaicState.FAILED},
-    MosaicState.PUBLISHED: {MosaicState.PLANNED},  # reconcile --repair: files broken
+    # reconcile --repair: a made mosaic whose files are broken is planned again
+    MosaicState.MOSAICKED: {MosaicState.PUBLISHED, MosaicState.FAILED, MosaicState.PLANNED},
+    MosaicState.PUBLISHED: {MosaicState.PLANNED},
     MosaicState.FAILED: {MosaicState.PLANNED},
 }
 MACHINES = {"observations": OBS_MACHINE, "products": PRODUCT_MACHINE,

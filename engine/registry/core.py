@@ -60,8 +60,8 @@ class RegistryCore:
         serialize instead of failing half-way.
 
         Another process holding the lock longer than the busy timeout raises
-        :class:`RegistryLocked` naming the file (nothing was written; a transient error:
-        the driver waits and tries again).
+        :class:`RegistryLocked` naming the file (nothing was written). The busy timeout is
+        the wait; beyond it the driver stops and the next run (or its supervisor) resumes.
         """
         try:
             self.db.execute("BEGIN IMMEDIATE")

@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+from engine.errors import RegistryError
 from engine.states import Check, MosaicState, ObsState, ProductState
 
 
@@ -87,19 +88,37 @@ class ProductRecords:
             self.db["mosaics"].update(mosaic_id, {"path": path})
 
     def repair_image(self, data_id: str, obs_to: ObsState, reason: str):
-        """A published image whose files are broken: the product is rejected (restaged when
-        the image is made again) and its observation goes back to ``obs_to`` (CONVERTED:
-        re-imaged from its MS; COMPLETE: reconverted)."""
+        """An image whose files are broken: the product is rejected (restaged when the image
+        is made again) and its observation goes back to ``obs_to`` (CONVERTED: re-imaged
+        from its MS; COMPLETE: reconverted) unless it is already waiting to be re-made.
+        Both moves are checked before either is made; a row with a task in flight raises
+        :class:`RegistryError` and nothing changes."""
         obs_id = data_id.split(":", 1)[1]
-        if self.get("products", data_id)["state"] != ProductState.REJECTED:
-            self.transition("products", data_id, ProductState.REJECTED, last_error=reason)
-        self.transition("observations", obs_id, obs_to, error=reason, lease_owner=None)
+        obs = self.get("observations", obs_id)
+        state = ObsState(obs["state"])
+        move_obs = state in (ObsState.IMAGED, ObsState.MOSAICKED)
+        if not move_obs and state not in (ObsState.CONVERTED, ObsState.COMPLETE,
+                                          ObsState.FAILED, ObsState.AWAITING_CALIBRATION):
+            raise RegistryError(f"{obs_id} is {state}: a task is in flight; run reconcile "
+                                "--repair while no driver runs")
+        self._reject(data_id, reason)
+        if move_obs:
+            self.transition("observations", obs_id, obs_to, error=reason, lease_owner=None)
 
     def repair_mosaic(self, mosaic_id: str, reason: str):
-        """A published mosaic whose files are broken: planned again, product rejected."""
-        if self.get("products", mosaic_id)["state"] != ProductState.REJECTED:
-            self.transition("products", mosaic_id, ProductState.REJECTED, last_error=reason)
-        self.transition("mosaics", mosaic_id, MosaicState.PLANNED, error=reason)
+        """A mosaic whose files are broken: planned again (unless it is), product rejected;
+        checked before anything changes, as :meth:`repair_image`."""
+        state = MosaicState(self.get("mosaics", mosaic_id)["state"])
+        if state == MosaicState.MOSAICKING:
+            raise RegistryError(f"{mosaic_id} is being made: run reconcile --repair while no "
+                                "driver runs")
+        self._reject(mosaic_id, reason)
+        if state != MosaicState.PLANNED:
+            self.transition("mosaics", mosaic_id, MosaicState.PLANNED, error=reason)
+
+    def _reject(self, data_id: str, reason: str):
+        if self.get("products", data_id)["state"] != ProductState.REJECTED:
+            self.transition("products", data_id, ProductState.REJECTED, last_error=reason)
 
     def record_reconcile(self, report: dict):
         """What one reconcile found (and repaired), for ``status``."""

@@ -104,3 +104,23 @@ def test_caltable_validity_is_observation_time_whatever_the_clock(tmp_path, monk
         assert valid(transit + 7, 0.53) is None  # an observation a week later
     assert valid(transit + 2 / 24, 0.53) is None  # gains expired after 1 h
     assert valid(transit, 0.90) is None  # another declination strip
+
+
+def test_repair_refuses_a_row_with_a_task_in_flight(tmp_path):
+    """reconcile --repair checks both moves before making either (reviewer's find)."""
+    from engine.errors import RegistryError
+
+    reg = Registry(tmp_path / "r.sqlite")
+    with reg.write():
+        reg.db["observations"].insert({"obs_id": "o", "start_jd": 1.0, "end_jd": 1.1,
+                                       "dec_rad": 0.5, "state": "imaging", "attempts": 0})
+        reg.db["products"].insert({"data_id": "image:o", "kind": "image",
+                                   "state": "published", "stage_path": "/x"})
+    with pytest.raises(RegistryError, match="in flight"):
+        reg.repair_image("image:o", "converted", "test")
+    assert reg.get("products", "image:o")["state"] == "published"
+    with reg.write():
+        reg.db["observations"].update("o", {"state": "mosaicked"})
+    reg.repair_image("image:o", "converted", "test")
+    assert reg.get("products", "image:o")["state"] == "rejected"
+    assert reg.get("observations", "o")["state"] == "converted"
