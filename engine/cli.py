@@ -70,7 +70,7 @@ def _reconcile(cfg, base: Path, args) -> int:
     progress = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.deep else None
     report = reconcile.check(reg, areas, deep=args.deep, progress=progress)
     if args.repair or args.delete_orphans:
-        report.repaired = reconcile.repair(reg, areas, report,
+        report.repaired = reconcile.repair(reg, areas, report, registered=args.repair,
                                            delete_orphans=args.delete_orphans)
     reg.record_reconcile(report.as_dict())
     if args.json:

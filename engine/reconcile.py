@@ -198,11 +198,15 @@ def _orphans(reg: Registry, areas: Areas, known_files: set, known_dirs: set) -> 
     return out
 
 
-def repair(reg: Registry, areas: Areas, report: Report, *, delete_orphans: bool = False
-           ) -> list[str]:
-    """Do what is safe about ``report``'s problems; returns one line per action taken."""
+def repair(reg: Registry, areas: Areas, report: Report, *, registered: bool = True,
+           delete_orphans: bool = False) -> list[str]:
+    """Do what is safe about ``report``'s problems; returns one line per action taken.
+
+    ``registered``: repair what the registry names (``--repair``); ``delete_orphans``:
+    delete what it does not (``--delete-orphans``, only when asked)."""
     done = []
-    broken = {(p.table, p.key) for p in report.problems if p.what != "orphan"}
+    broken = {(p.table, p.key) for p in report.problems if p.what != "orphan"} \
+        if registered else set()
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     for table, key in sorted(broken):
         if table == "products":
