@@ -26,6 +26,54 @@ from numba import njit
 
 
 @njit(cache=True)
+def _st_line(x, mask, out, chi1, rho, max_m, psum, pcnt):
+    """SumThreshold on one line with caller-provided scratch (both at least n + 1 long).
+
+    Window sums from prefix sums of the unflagged samples, recomputed only after a window
+    length that flagged something: O(n) per window length, no allocation. A line whose
+    largest sample is below the smallest threshold is left at once. x may be a strided view.
+    """
+    n = x.size
+    top = -np.inf
+    for i in range(n):
+        if not mask[i] and x[i] > top:
+            top = x[i]
+    m_last = 1
+    while m_last * 2 <= max_m and m_last * 2 <= n:
+        m_last *= 2
+    if top <= chi1 / rho ** (math.log2(m_last)):
+        return  # no window's mean can exceed its threshold
+    stale = True
+    m = 1
+    while m <= max_m and m <= n:
+        thr = chi1 / rho ** (math.log2(m))
+        if stale:
+            psum[0] = 0.0
+            pcnt[0] = 0
+            for i in range(n):
+                if mask[i]:
+                    psum[i + 1] = psum[i]
+                    pcnt[i + 1] = pcnt[i]
+                else:
+                    psum[i + 1] = psum[i] + x[i]
+                    pcnt[i + 1] = pcnt[i] + 1
+            stale = False
+        hit = False
+        for i in range(n - m + 1):  # branch-free, so that it vectorises
+            c = pcnt[i + m] - pcnt[i]
+            hit |= (c > 0) & (psum[i + m] - psum[i] > thr * c)
+        if hit:  # the sums stay those of the mask before this window length
+            for i in range(n - m + 1):
+                c = pcnt[i + m] - pcnt[i]
+                if c > 0 and psum[i + m] - psum[i] > thr * c:
+                    for j in range(i, i + m):
+                        mask[j] = True
+                        out[j] = True
+            stale = True
+        m *= 2
+
+
+@njit(cache=True)
 def sum_threshold_line(x, mask, out, chi1, rho, max_m):
     """One line (1-D) of normalised residuals: OR the SumThreshold flags into ``out``.
 
@@ -34,28 +82,7 @@ def sum_threshold_line(x, mask, out, chi1, rho, max_m):
     only (interference adds power). Returns nothing.
     """
     n = x.size
-    m = 1
-    while m <= max_m and m <= n:
-        thr = chi1 / rho ** (math.log2(m))
-        new = np.zeros(n, dtype=np.bool_)
-        s = 0.0
-        cnt = 0
-        for i in range(n):  # window [i - m + 1, i]
-            if not mask[i]:
-                s += x[i]
-                cnt += 1
-            j = i - m
-            if j >= 0 and not mask[j]:
-                s -= x[j]
-                cnt -= 1
-            if i >= m - 1 and cnt > 0 and s > thr * cnt:
-                for k in range(i - m + 1, i + 1):
-                    new[k] = True
-        for i in range(n):
-            if new[i]:
-                mask[i] = True
-                out[i] = True
-        m *= 2
+    _st_line(x, mask, out, chi1, rho, max_m, np.empty(n + 1), np.empty(n + 1, np.int64))
 
 
 @njit(cache=True)
@@ -67,10 +94,20 @@ def sir_line(mask, eta):
     their prefix sums, sample i is flagged iff max_{k > i} P[k] >= min_{k <= i} P[k].
     """
     n = mask.size
-    p = np.zeros(n + 1)
+    _sir_line(mask, eta, np.empty(n + 1), np.empty(n + 1))
+
+
+@njit(cache=True)
+def _sir_line(mask, eta, p, lo):
+    n = mask.size
+    k = 0
+    for i in range(n):
+        k += mask[i]
+    if k == 0 or k == n:
+        return  # nothing to extend
+    p[0] = 0.0
     for i in range(n):
         p[i + 1] = p[i] + (eta if mask[i] else eta - 1.0)
-    lo = np.empty(n)
     cur = p[0]
     for i in range(n):
         cur = min(cur, p[i])
@@ -83,22 +120,153 @@ def sir_line(mask, eta):
 
 
 @njit(cache=True)
-def _median_or(vals, k, default):
-    return np.median(vals[:k]) if k > 0 else default
+def _select(buf, lo, hi, k):
+    """Rearrange buf[lo:hi] so that buf[k] is its k-th smallest (quickselect, in place)."""
+    while hi - lo > 16:
+        mid = (lo + hi) // 2  # median of three as the pivot
+        a, b, c = buf[lo], buf[mid], buf[hi - 1]
+        piv = max(min(a, b), min(max(a, b), c))
+        i, j = lo, hi - 1
+        while i <= j:
+            while buf[i] < piv:
+                i += 1
+            while buf[j] > piv:
+                j -= 1
+            if i <= j:
+                buf[i], buf[j] = buf[j], buf[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j + 1
+        elif k >= i:
+            lo = i
+        else:
+            return
+    for i in range(lo + 1, hi):  # insertion sort of what is left
+        v = buf[i]
+        j = i - 1
+        while j >= lo and buf[j] > v:
+            buf[j + 1] = buf[j]
+            j -= 1
+        buf[j + 1] = v
 
 
 @njit(cache=True)
-def _running_median(x, valid, h, out):
+def _median_by_rank(buf, k):
+    """Median of buf[:k], k > 0, by counting ranks: O(k^2) compares but no data-dependent
+    branches (faster than a selection for the short lines of a plane). Ties are exact: x_i
+    is the j-th smallest for every j with #(x < x_i) <= j < #(x <= x_i)."""
+    h = k // 2
+    lo_val = 0.0
+    hi_val = 0.0
+    for i in range(k):
+        v = buf[i]
+        less = 0
+        leq = 0
+        for j in range(k):
+            less += buf[j] < v
+            leq += buf[j] <= v
+        if less <= h < leq:
+            hi_val = v
+        if less <= h - 1 < leq:
+            lo_val = v
+    return hi_val if k % 2 else 0.5 * (lo_val + hi_val)
+
+
+@njit(cache=True)
+def _median(buf, k, default):
+    """Median of buf[:k] (the mean of the middle two for even k, as numpy), reordering it;
+    ``default`` when k is 0."""
+    if k == 0:
+        return default
+    if k <= 64:
+        return _median_by_rank(buf, k)
+    h = k // 2
+    _select(buf, 0, k, h)
+    if k % 2:
+        return buf[h]
+    lower = buf[0]
+    for i in range(1, h):  # the largest of the lower half
+        lower = max(lower, buf[i])
+    return 0.5 * (lower + buf[h])
+
+
+@njit(cache=True)
+def _running_median(x, valid, h, out, buf):
     """Median of the valid entries of ``x`` within +-h of each index (x itself if none)."""
     n = x.size
-    buf = np.empty(2 * h + 1)
     for i in range(n):
         k = 0
         for j in range(max(0, i - h), min(n, i + h + 1)):
             if valid[j]:
                 buf[k] = x[j]
                 k += 1
-        out[i] = _median_or(buf, k, x[i])
+        out[i] = _median(buf, k, x[i])
+
+
+@njit(cache=True)
+def sorting_network(n):
+    """Compare-exchange pairs (i < j: min to i, max to j) that sort n values: Batcher's
+    odd-even merge sort for the next power of two, without the pairs that reach past n
+    (those would only meet the +inf padding, so dropping them changes nothing).
+    Returns (P, 2) int64."""
+    size = 1
+    while size < n:
+        size *= 2
+    out = []
+    p = 1
+    while p < size:
+        k = p
+        while k >= 1:
+            for j in range(k % p, size - k, 2 * k):
+                for i in range(min(k, size - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p) and i + j + k < n:
+                        out.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    arr = np.empty((len(out), 2), np.int64)
+    for i in range(len(out)):
+        arr[i, 0] = out[i][0]
+        arr[i, 1] = out[i][1]
+    return arr
+
+
+@njit(cache=True)
+def _lane_medians(x, mask, out, has, work, pairs, buf):
+    """Median over axis 0 of each lane (column) of x, (n, L), leaving out masked samples.
+
+    Lanes without a masked sample are sorted all at once by the network ``pairs`` (the
+    inner loops run over contiguous lanes and vectorise, with no data-dependent branch);
+    the others are taken one by one. out: (L,) medians (0 where nothing is left); has: (L,)
+    bool, False there. work: (n, L) scratch, buf: (n,) scratch.
+    """
+    n, nl = x.shape
+    for t in range(n):
+        for f in range(nl):
+            work[t, f] = x[t, f]
+    for q in range(pairs.shape[0]):
+        i = pairs[q, 0]
+        j = pairs[q, 1]
+        for f in range(nl):
+            u = work[i, f]
+            v = work[j, f]
+            work[i, f] = min(u, v)
+            work[j, f] = max(u, v)
+    h = n // 2
+    for f in range(nl):
+        k = 0
+        for t in range(n):
+            k += not mask[t, f]
+        has[f] = k > 0
+        if k == n:
+            out[f] = work[h, f] if n % 2 else 0.5 * (work[h - 1, f] + work[h, f])
+        else:
+            k = 0
+            for t in range(n):
+                if not mask[t, f]:
+                    buf[k] = x[t, f]
+                    k += 1
+            out[f] = _median(buf, k, 0.0)
 
 
 @njit(cache=True)
@@ -112,37 +280,34 @@ def robust_background(a, mask, ht, hf, out):
     and sky changes, removes broadband bursts). a, out: (nt, nf); mask: (nt, nf) bool.
     """
     nt, nf = a.shape
-    col = np.empty(nt)
-    spec = np.zeros(nf)
-    has_f = np.zeros(nf, dtype=np.bool_)
+    sc = _scratch(nt, nf, ht, hf)
+    _background(a, mask, ht, hf, out, sc)
+
+
+@njit(cache=True)
+def _background(a, mask, ht, hf, out, sc):
+    (bg, r, work, full, buf, psum, pcnt, tsum, spec, s, prof, tt, has, p1, p2, tcnt, probe,
+     cond, w_tf, w_ft, x_ft, m_ft, net_t, net_f) = sc
+    nt, nf = a.shape
+    _lane_medians(a, mask, spec, has, w_tf, net_t, buf)
+    anyf = False
     for f in range(nf):
-        k = 0
-        for t in range(nt):
-            if not mask[t, f]:
-                col[k] = a[t, f]
-                k += 1
-        if k > 0:
-            spec[f] = np.median(col[:k])
-            has_f[f] = True
-    s = np.empty(nf)
-    _running_median(spec, has_f, hf, s)
-    if not has_f.any():
+        anyf = anyf or has[f]
+    if anyf:
+        _running_median(spec, has[:nf], hf, s, buf)
+    else:
         s[:] = 0.0
-    row = np.empty(nf)
-    prof = np.zeros(nt)
-    has_t = np.zeros(nt, dtype=np.bool_)
     for t in range(nt):
-        k = 0
         for f in range(nf):
-            if not mask[t, f]:
-                row[k] = a[t, f] - s[f]
-                k += 1
-        if k > 0:
-            prof[t] = np.median(row[:k])
-            has_t[t] = True
-    tt = np.empty(nt)
-    _running_median(prof, has_t, ht, tt)
-    if not has_t.any():
+            x_ft[f, t] = a[t, f] - s[f]
+            m_ft[f, t] = mask[t, f]
+    _lane_medians(x_ft, m_ft, prof, has, w_ft, net_f, buf)
+    anyt = False
+    for t in range(nt):
+        anyt = anyt or has[t]
+    if anyt:
+        _running_median(prof, has[:nt], ht, tt, buf)
+    else:
         tt[:] = 0.0
     for t in range(nt):
         for f in range(nf):
@@ -151,68 +316,209 @@ def robust_background(a, mask, ht, hf, out):
 
 @njit(cache=True)
 def robust_sigma(r, mask):
-    """1.4826 x the median absolute value of the unflagged samples of ``r`` (0 if none)."""
-    vals = np.empty(r.size)
-    k = 0
-    for i in range(r.shape[0]):
-        for j in range(r.shape[1]):
-            if not mask[i, j]:
-                vals[k] = abs(r[i, j])
-                k += 1
-    if k == 0:
-        return 0.0
-    return 1.4826 * np.median(vals[:k])
+    """The noise of a plane of residuals: 1.4826 x the median over integrations of the
+    median absolute residual of the integration's unflagged samples (0 if none).
+
+    A median of per-integration medians rather than one median of every sample: as robust
+    (a burst moves only its own integration's value; a narrowband line moves each by at
+    most its share of channels) and consistent for Gaussian noise, at a fraction of the
+    cost. r, mask: (nt, nf).
+    """
+    nt, nf = r.shape
+    return _sigma(r, mask, _scratch(nt, nf, 1, 1))
 
 
 @njit(cache=True)
-def flag_plane(amp, mask, chi1, rho, iterations, max_m_freq, max_m_time, eta, ht, hf):
+def _sigma(r, mask, sc):
+    (bg, rr, work, full, buf, psum, pcnt, tsum, spec, s, prof, tt, has, p1, p2, tcnt, probe,
+     cond, w_tf, w_ft, x_ft, m_ft, net_t, net_f) = sc
+    nt, nf = r.shape
+    for t in range(nt):
+        for f in range(nf):
+            x_ft[f, t] = abs(r[t, f])
+            m_ft[f, t] = mask[t, f]
+    _lane_medians(x_ft, m_ft, prof, has, w_ft, net_f, buf)
+    k = 0
+    for t in range(nt):
+        if has[t]:
+            buf[k] = prof[t]
+            k += 1
+    return 1.4826 * _median(buf, k, 0.0)
+
+
+@njit(cache=True)
+def _scratch(nt, nf, ht, hf):
+    """Work arrays of one plane shape (allocated once per ``flag_rows`` call)."""
+    n = max(nt, nf)
+    return (np.empty((nt, nf)), np.empty((nt, nf)), np.empty((nt, nf), np.bool_),
+            np.empty((nt, nf), np.bool_), np.empty(max(nt * nf, 2 * max(ht, hf) + 1)),
+            np.empty(n + 1), np.empty(n + 1, np.int64), np.empty((nt + 1, nf)),
+            np.empty(nf), np.empty(nf), np.empty(nt), np.empty(nt), np.empty(n, np.bool_),
+            np.empty(n + 1), np.empty(n + 1), np.empty((nt + 1, nf), np.int64),
+            np.empty((nt, nf), np.bool_), np.empty(nf, np.bool_), np.empty((nt, nf)),
+            np.empty((nf, nt)), np.empty((nf, nt)), np.empty((nf, nt), np.bool_),
+            sorting_network(nt), sorting_network(nf))
+
+
+@njit(cache=True)
+def _st_time(r, mask, out, chi1, rho, max_m, psum, pcnt, cond):
+    """SumThreshold along time for every channel at once (windows over rows of the plane).
+
+    The same as ``_st_line`` on each column, arranged so that the inner loops run over
+    contiguous channels and vectorise. psum: (nt + 1, nf) float; pcnt: (nt + 1, nf) int;
+    cond: (nf,) bool scratch.
+    """
+    nt, nf = r.shape
+    top = -np.inf
+    for t in range(nt):
+        for f in range(nf):
+            if not mask[t, f] and r[t, f] > top:
+                top = r[t, f]
+    m_last = 1
+    while m_last * 2 <= max_m and m_last * 2 <= nt:
+        m_last *= 2
+    if top <= chi1 / rho ** (math.log2(m_last)):
+        return
+    stale = True
+    m = 1
+    while m <= max_m and m <= nt:
+        thr = chi1 / rho ** (math.log2(m))
+        if stale:
+            for f in range(nf):
+                psum[0, f] = 0.0
+                pcnt[0, f] = 0
+            for t in range(nt):
+                for f in range(nf):
+                    ok = not mask[t, f]
+                    psum[t + 1, f] = psum[t, f] + (r[t, f] if ok else 0.0)
+                    pcnt[t + 1, f] = pcnt[t, f] + ok
+            stale = False
+        for i in range(nt - m + 1):
+            hit = False
+            for f in range(nf):
+                c = pcnt[i + m, f] - pcnt[i, f]
+                cond[f] = (c > 0) & (psum[i + m, f] - psum[i, f] > thr * c)
+                hit |= cond[f]
+            if hit:  # marked now, summed from the mask before this window length
+                for j in range(i, i + m):
+                    for f in range(nf):
+                        if cond[f]:
+                            mask[j, f] = True
+                            out[j, f] = True
+                stale = True
+        m *= 2
+
+
+@njit(cache=True)
+def flag_plane(amp, mask, chi1, rho, iterations, max_m_freq, max_m_time, eta, ht, hf,
+               sigma_floor=0.0):
     """SumThreshold flags of one plane, iterated with a refitted background; returns the
     flags this step added (the input ``mask`` is not changed).
 
     amp: (nt, nf) amplitudes; mask: (nt, nf) bool, True = already flagged. Iteration k of
     ``iterations`` uses chi1 x 2^(iterations - 1 - k) (strongest interference first, so it
     does not bias the background and sigma of the next), then the rank operator (eta).
+    ``sigma_floor`` (fraction): the plane's sigma is at least this fraction of its median
+    background amplitude (a dynamic-range floor for noiseless or sky-dominated data).
     """
     nt, nf = amp.shape
-    work = mask.copy()
     added = np.zeros((nt, nf), dtype=np.bool_)
-    bg = np.empty((nt, nf))
-    r = np.empty((nt, nf))
-    for k in range(iterations):
-        robust_background(amp, work, ht, hf, bg)
-        for t in range(nt):
-            for f in range(nf):
-                r[t, f] = amp[t, f] - bg[t, f]
-        sigma = robust_sigma(r, work)
-        if sigma <= 0.0:
-            break
-        chi = chi1 * 2.0 ** (iterations - 1 - k)
-        for t in range(nt):
-            for f in range(nf):
-                r[t, f] /= sigma
-        for t in range(nt):
-            sum_threshold_line(r[t], work[t], added[t], chi, rho, max_m_freq)
-        rt = np.ascontiguousarray(r.T)
-        wt = np.ascontiguousarray(work.T)
-        at = np.ascontiguousarray(added.T)
-        for f in range(nf):
-            sum_threshold_line(rt[f], wt[f], at[f], chi, rho, max_m_time)
-        work[:, :] = wt.T
-        added[:, :] = at.T
-    if eta > 0.0:
-        full = mask | added
-        for t in range(nt):
-            sir_line(full[t], eta)
-        ft = np.ascontiguousarray(full.T)
-        for f in range(nf):
-            sir_line(ft[f], eta)
-        added = ft.T & ~mask
+    _flag_plane(amp, mask, added, chi1, rho, iterations, max_m_freq, max_m_time, eta, ht,
+                hf, sigma_floor, _scratch(nt, nf, ht, hf))
     return added
 
 
 @njit(cache=True)
+def _flag_plane(amp, mask, added, chi1, rho, iterations, max_m_freq, max_m_time, eta, ht,
+                hf, sigma_floor, sc):
+    """flag_plane into ``added`` (zeroed by the caller) with the work arrays ``sc``.
+
+    The background and sigma are refitted only after an iteration that added flags (they
+    depend on the flags alone, so skipping them otherwise changes nothing). A plane on which
+    the lowest threshold alone flags nothing is clean and left after that one pass: a
+    higher threshold, on the same background and flags, cannot flag a window the lowest
+    one does not (the first window flagged at a higher threshold exceeds the lowest too).
+    """
+    (bg, r, work, full, buf, psum, pcnt, tsum, spec, s, prof, tt, has, p1, p2, tcnt, probe,
+     cond, w_tf, w_ft, x_ft, m_ft, net_t, net_f) = sc
+    nt, nf = amp.shape
+    for t in range(nt):
+        for f in range(nf):
+            work[t, f] = mask[t, f]
+    stale = True
+    sigma = 0.0
+    for k in range(iterations):
+        if stale:
+            _background(amp, work, ht, hf, bg, sc)
+            for t in range(nt):
+                for f in range(nf):
+                    r[t, f] = amp[t, f] - bg[t, f]
+            sigma = _sigma(r, work, sc)
+            if sigma_floor > 0.0:
+                sigma = max(sigma, sigma_floor * abs(_median_bg(bg, buf)))
+            if sigma <= 0.0:
+                break
+            for t in range(nt):
+                for f in range(nf):
+                    r[t, f] /= sigma
+            stale = False
+        if k == 0 and iterations > 1:  # is the plane clean?
+            for t in range(nt):
+                for f in range(nf):
+                    full[t, f] = mask[t, f]
+                    probe[t, f] = False
+            _st_pass(r, full, probe, chi1, rho, max_m_freq, max_m_time, psum, pcnt, tsum,
+                     tcnt, cond)
+            if _count(probe) == 0:
+                break
+        chi = chi1 * 2.0 ** (iterations - 1 - k)
+        n_before = _count(added)
+        _st_pass(r, work, added, chi, rho, max_m_freq, max_m_time, psum, pcnt, tsum, tcnt,
+                 cond)
+        stale = _count(added) > n_before
+    if eta > 0.0:
+        for t in range(nt):
+            for f in range(nf):
+                full[t, f] = mask[t, f] or added[t, f]
+        for t in range(nt):
+            _sir_line(full[t], eta, p1, p2)
+        for f in range(nf):
+            _sir_line(full[:, f], eta, p1, p2)
+        for t in range(nt):
+            for f in range(nf):
+                added[t, f] = full[t, f] and not mask[t, f]
+
+
+@njit(cache=True)
+def _st_pass(r, work, out, chi, rho, max_m_freq, max_m_time, psum, pcnt, tsum, tcnt, cond):
+    """One SumThreshold pass: along frequency in each integration, then along time."""
+    for t in range(r.shape[0]):
+        _st_line(r[t], work[t], out[t], chi, rho, max_m_freq, psum, pcnt)
+    _st_time(r, work, out, chi, rho, max_m_time, tsum, tcnt, cond)
+
+
+@njit(cache=True)
+def _count(m):
+    n = 0
+    for t in range(m.shape[0]):
+        for f in range(m.shape[1]):
+            n += m[t, f]
+    return n
+
+
+@njit(cache=True)
+def _median_bg(bg, buf):
+    k = 0
+    for t in range(bg.shape[0]):
+        for f in range(bg.shape[1]):
+            buf[k] = bg[t, f]
+            k += 1
+    return _median(buf, k, 0.0)
+
+
+@njit(cache=True)
 def flag_rows(vis, flags, order, nt, nbl, chi1, rho, iterations, max_m_freq, max_m_time,
-              eta, ht, hf):
+              eta, ht, hf, sigma_floor=0.0):
     """SumThreshold over every baseline of one subband, in place on the raw arrays.
 
     vis: (nrows, nchan, npol) complex64 raw visibilities; flags: same shape, bool, True =
@@ -228,7 +534,10 @@ def flag_rows(vis, flags, order, nt, nbl, chi1, rho, iterations, max_m_freq, max
     added_per = np.zeros(nbl, dtype=np.int64)
     amp = np.empty((nt, nchan))
     mask = np.empty((nt, nchan), dtype=np.bool_)
+    added = np.empty((nt, nchan), dtype=np.bool_)
+    sc = _scratch(nt, nchan, ht, hf)
     for b in range(nbl):
+        n_ok = 0
         for t in range(nt):
             r = order[t * nbl + b]
             for c in range(nchan):
@@ -236,14 +545,17 @@ def flag_rows(vis, flags, order, nt, nbl, chi1, rho, iterations, max_m_freq, max
                 k = 0
                 for p in range(npol):
                     if not flags[r, c, p]:
-                        s += abs(vis[r, c, p])
+                        v = vis[r, c, p]
+                        s += math.sqrt(v.real * v.real + v.imag * v.imag)
                         k += 1
                 amp[t, c] = s / k if k > 0 else 0.0
                 mask[t, c] = k == 0
-        if mask.all():
+                n_ok += k > 0
+        if n_ok == 0:
             continue
-        added = flag_plane(amp, mask, chi1, rho, iterations, max_m_freq, max_m_time, eta,
-                           ht, hf)
+        added[:, :] = False
+        _flag_plane(amp, mask, added, chi1, rho, iterations, max_m_freq, max_m_time, eta,
+                    ht, hf, sigma_floor, sc)
         n = 0
         for t in range(nt):
             r = order[t * nbl + b]
