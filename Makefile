@@ -10,7 +10,7 @@ RUN_DIR ?= demo-run
 $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip wheel setuptools
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[aoflagger]'
 	touch $(STAMP)
 
 demo: $(STAMP)

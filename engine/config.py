@@ -138,6 +138,17 @@ SCHEMA: tuple[Field, ...] = (
       "an antenna with more than this fraction of its visibilities flagged is flagged "
       "throughout the subband", minimum=0.0),
     F("flag.sumthreshold", bool, True, "SumThreshold interference search per baseline"),
+    F("flag.backend", str, "engine",
+      "the interference search: engine (numba SumThreshold, kernels/flagging.py) or "
+      "aoflagger (the optional GPLv3 aoflagger wheel, its strategy below)",
+      choices=("engine", "aoflagger")),
+    F("flag.aoflagger_strategy", str, "",
+      "AOFlagger Lua strategy file for flag.backend = aoflagger ('' AOFlagger's generic "
+      "default strategy)"),
+    F("flag.sigma_floor", float, 0.01,
+      "the SumThreshold noise estimate is at least this fraction of the baseline's median "
+      "amplitude: a dynamic-range floor, so that smooth sky structure in noiseless or "
+      "sky-dominated data is not taken for interference (0: off)", minimum=0.0),
     F("flag.chi1_sigma", float, 6.0,
       "SumThreshold threshold for single samples, in robust sigmas of the amplitude "
       "residual; windows of M samples use chi1 / rho^log2(M)", minimum=0.5),
@@ -156,6 +167,9 @@ SCHEMA: tuple[Field, ...] = (
       "background running median half-width along time (integrations)", minimum=0),
     F("flag.background_half_chan", int, 3,
       "background running median half-width along frequency (channels)", minimum=0),
+    F("flag.extend_baselines", float, 0.2,
+      "a (time, channel) cell the interference search flagged on at least this fraction of "
+      "the baselines is flagged on all of them (0: off)", minimum=0.0),
     F("flag.max_fraction", float, 0.5,
       "an observation with more than this fraction of its cross-correlations flagged is "
       "quarantined, not imaged", minimum=0.0),

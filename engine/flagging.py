@@ -10,7 +10,9 @@ order, each step leaving out what the previous ones flagged:
    ``flag.dead_fraction`` of the array's, or more than ``flag.antenna_max_flagged`` of
    their visibilities already flagged -> flagged throughout the subband;
 5. SumThreshold per baseline on the polarisation-averaged amplitude (``kernels.flagging``),
-   then the scale-invariant rank operator.
+   then the scale-invariant rank operator; or AOFlagger with ``flag.backend = aoflagger``;
+6. the array's vote: a (time, channel) found on at least ``flag.extend_baselines`` of the
+   baselines is flagged on all of them (an emitter reaches every antenna).
 
 Returns statistics by step, antenna, polarisation for the subband's manifest; the driver
 adds them up per observation.
@@ -90,11 +92,13 @@ def flag_subband(vis, flags, order, ant1, ant2, ntimes: int, nbls: int, fcfg) ->
                                 for p in ps)
     step("dead")
     if fcfg.sumthreshold:
-        flag_rows(vis, flags, np.ascontiguousarray(order, dtype=np.int64), ntimes, nbls,
-                  fcfg.chi1_sigma, fcfg.rho, fcfg.iterations, fcfg.max_window_chan,
-                  fcfg.max_window_time, fcfg.sir_eta, fcfg.background_half_time,
-                  fcfg.background_half_chan)
+        searched = flags.copy()
+        interference_search(vis, flags, order, ntimes, nbls, fcfg)
         step("sumthreshold")
+        if fcfg.extend_baselines > 0:
+            extend_across_baselines(flags, searched, order, ntimes, nbls, cross,
+                                    fcfg.extend_baselines)
+            step("extend")
     stats["flagged"] = int(flags[cross].sum())
     per_ant = {}
     for a in ants:
@@ -106,7 +110,54 @@ def flag_subband(vis, flags, order, ant1, ant2, ntimes: int, nbls: int, fcfg) ->
     return stats
 
 
-STEPS = ("input", "nonfinite", "zeros", "clip", "dead", "sumthreshold")
+_AOFLAGGERS: dict = {}
+
+
+def interference_search(vis, flags, order, ntimes: int, nbls: int, fcfg) -> np.ndarray:
+    """Step 5 alone, by ``fcfg.backend``: the engine's SumThreshold (kernels.flagging) or
+    AOFlagger (engine.flagging_aoflagger). Flags in place; returns the cells (time x
+    channel) added per baseline, (nbls,) int64."""
+    order = np.ascontiguousarray(order, dtype=np.int64)
+    if fcfg.backend == "aoflagger":
+        from engine.flagging_aoflagger import AOFlaggerRows
+
+        key = fcfg.aoflagger_strategy
+        if key not in _AOFLAGGERS:  # one loaded strategy per process and file
+            _AOFLAGGERS[key] = AOFlaggerRows(key)
+        return _AOFLAGGERS[key](vis, flags, order, ntimes, nbls)
+    return flag_rows(vis, flags, order, ntimes, nbls, fcfg.chi1_sigma, fcfg.rho,
+                     fcfg.iterations, fcfg.max_window_chan, fcfg.max_window_time,
+                     fcfg.sir_eta, fcfg.background_half_time, fcfg.background_half_chan,
+                     fcfg.sigma_floor)
+
+
+def extend_across_baselines(flags, before, order, ntimes: int, nbls: int, cross,
+                            fraction: float) -> None:
+    """Flag a (time, channel) cell on every baseline when the interference search flagged it
+    on at least ``fraction`` of the baselines that had data there.
+
+    An emitter reaches every antenna, so it is in every baseline's cell at once; where it
+    is near the threshold of one baseline's search, the array's vote finds it whole. A
+    false alarm of one baseline's search never reaches the vote. flags (updated) and before
+    (the flags before the search): (nrows, nchan, npol); order: (ntimes * nbls,) raw row
+    of each (time, baseline), time-major; cross: (nrows,) bool."""
+    t_of_row = np.empty(flags.shape[0], dtype=np.int64)
+    t_of_row[order] = np.arange(order.size) // nbls
+    had = ~before.all(axis=2) & cross[:, None]  # (nrows, nchan): a cell with data
+    new = (flags & ~before).any(axis=2) & had
+    nchan = flags.shape[1]
+    n_had = np.zeros((ntimes, nchan), dtype=np.int64)
+    n_new = np.zeros((ntimes, nchan), dtype=np.int64)
+    np.add.at(n_had, t_of_row, had)
+    np.add.at(n_new, t_of_row, new)
+    hot = n_new >= fraction * np.maximum(n_had, 1)
+    hot &= n_new > 0
+    if hot.any():
+        rows_hot = hot[t_of_row] & cross[:, None]  # (nrows, nchan)
+        flags[rows_hot] = True
+
+
+STEPS = ("input", "nonfinite", "zeros", "clip", "dead", "sumthreshold", "extend")
 
 
 def summarise(subbands: list[dict]) -> dict:

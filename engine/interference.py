@@ -1,21 +1,28 @@
 """What the simulator can do wrong on purpose: interference and bad data, with a truth list.
 
-``sim.rfi`` names the kinds to inject (comma-separated; empty: none, the default):
+``sim.rfi`` names the kinds to inject (comma-separated; empty: none, the default). Where each
+event lands is drawn at random for every observation (from ``sim.seed`` and the
+observation's index, so a run is reproducible and a different seed puts it elsewhere):
 
-``narrowband``    a persistent emitter in two channels of subband 3, every integration
+``narrowband``    a persistent emitter in one or two adjacent channels of one subband, every
+                  integration
 ``burst``         a broadband burst: one integration, every channel of every subband
-``intermittent``  an emitter switching on and off: one channel of subband 9, on for two
-                  integrations in every six
-``zeros``         a correlator gap: 3 integrations x 8 channels of subband 12 exactly zero
+``intermittent``  an emitter switching on and off: one channel of one subband, on for 1-3
+                  integrations in every 4-8
+``zeros``         a correlator gap: 2-4 integrations x 4-12 channels of one subband exactly 0
 ``dead_antenna``  one antenna without signal (1e-3 of its normal amplitude), everywhere
-``dead_pol``      one polarisation (YY) of another antenna without signal, everywhere
+``dead_pol``      one polarisation of another antenna without signal, everywhere
 
 Interference adds ``sim.rfi_sigma`` x ``sim.noise_jy`` (1 Jy if there is no noise) of
-amplitude with a random phase per visibility (an emitter near the ground does not fringe
-like the sky) to every cross-correlation in both polarisations. Each event is listed with
-the integrations, subbands, channels (file channel index within the subband), antennas
-(station numbers) and polarisation indices it touched, so a test can build the exact
-truth mask without this module.
+amplitude to every cross-correlation in both polarisations, with the phase an emitter on
+the ground gives: one signal reaching each antenna with its own delay (drawn per event, up
+to the array's light-crossing time), so V_ab(nu) = A exp(2 pi i nu (d_a - d_b) + i phi_t)
+(coherent across baselines, closing like a point source; phi_t: the emitter's phase per
+integration). Unflagged, it biases the calibration as a real emitter does.
+
+Each event is listed with the observation, integrations, subbands, channels (file channel
+index within the subband), antennas (station numbers) and polarisation indices it touched,
+so a test can build the exact truth mask without this module.
 """
 
 from __future__ import annotations
@@ -23,50 +30,62 @@ from __future__ import annotations
 import numpy as np
 
 KINDS = ("narrowband", "burst", "intermittent", "zeros", "dead_antenna", "dead_pol")
+DELAY_MAX_S = 9e-6  # about the light-crossing time of the 2.7 km array
 
 
 def plan_events(kinds: list[str], *, ntimes: int, nchan: int, nsubbands: int,
-                stations: list[int]) -> list[dict]:
-    """The events of one observation (the same for every observation of a run)."""
+                stations: list[int], rng: np.random.Generator, obs: int = 0) -> list[dict]:
+    """The events of one observation, placed at random by ``rng``."""
     unknown = set(kinds) - set(KINDS)
     if unknown:
         raise ValueError(f"sim.rfi: unknown kinds {sorted(unknown)}; known: {list(KINDS)}")
     every_t = list(range(ntimes))
     every_c = list(range(nchan))
+    dead = [int(s) for s in rng.choice(stations, size=2, replace=False)]
     out = []
     for kind in kinds:
+        ev = {"kind": kind, "obs": obs, "emitter_seed": int(rng.integers(2 ** 31))}
+        sb = int(rng.integers(nsubbands))
         if kind == "narrowband":
-            out.append({"kind": kind, "subbands": [min(3, nsubbands - 1)], "times": every_t,
-                        "channels": sorted({nchan // 3, min(nchan // 3 + 1, nchan - 1)})})
+            c = int(rng.integers(nchan))
+            width = int(rng.integers(1, 3))
+            ev.update(subbands=[sb], times=every_t,
+                      channels=sorted({c, min(c + width - 1, nchan - 1)}))
         elif kind == "burst":
-            out.append({"kind": kind, "subbands": list(range(nsubbands)),
-                        "times": [ntimes // 2], "channels": every_c})
+            ev.update(subbands=list(range(nsubbands)), times=[int(rng.integers(ntimes))],
+                      channels=every_c)
         elif kind == "intermittent":
-            out.append({"kind": kind, "subbands": [min(9, nsubbands - 1)],
-                        "times": [t for t in every_t if t % 6 < 2],
-                        "channels": [(2 * nchan) // 3]})
+            period = int(rng.integers(4, 9))
+            on = int(rng.integers(1, 4))
+            phase = int(rng.integers(period))
+            ev.update(subbands=[sb], times=[t for t in every_t if (t + phase) % period < on],
+                      channels=[int(rng.integers(nchan))])
         elif kind == "zeros":
-            t0 = max(0, ntimes // 4)
-            out.append({"kind": kind, "subbands": [min(12, nsubbands - 1)],
-                        "times": list(range(t0, min(ntimes, t0 + 3))),
-                        "channels": list(range(0, min(nchan, 8)))})
+            nt = min(ntimes, int(rng.integers(2, 5)))
+            nc = min(nchan, int(rng.integers(4, 13)))
+            t0 = int(rng.integers(ntimes - nt + 1))
+            c0 = int(rng.integers(nchan - nc + 1))
+            ev.update(subbands=[sb], times=list(range(t0, t0 + nt)),
+                      channels=list(range(c0, c0 + nc)))
         elif kind == "dead_antenna":
-            out.append({"kind": kind, "subbands": list(range(nsubbands)), "times": every_t,
-                        "channels": every_c, "antennas": [stations[len(stations) // 3]],
-                        "pols": [0, 1]})
+            ev.update(subbands=list(range(nsubbands)), times=every_t, channels=every_c,
+                      antennas=[dead[0]], pols=[0, 1])
         elif kind == "dead_pol":
-            out.append({"kind": kind, "subbands": list(range(nsubbands)), "times": every_t,
-                        "channels": every_c, "antennas": [stations[(2 * len(stations)) // 3]],
-                        "pols": [1]})
+            ev.update(subbands=list(range(nsubbands)), times=every_t, channels=every_c,
+                      antennas=[dead[1]], pols=[int(rng.integers(2))])
+        if ev["times"]:
+            out.append(ev)
     return out
 
 
 def inject(vis, events: list[dict], sb: int, time_index, ant1, ant2, amplitude: float,
-           rng: np.random.Generator):
+           freqs_hz, stations: list[int]):
     """Apply the events that touch subband ``sb`` to its visibilities, in place.
 
     vis: (nblts, nchan, npol) complex64 in the file's row order; time_index, ant1, ant2:
-    (nblts,) integration index and station numbers of each row.
+    (nblts,) integration index and station numbers of each row; freqs_hz: (nchan,) the
+    subband's channel frequencies; stations: every station of the file (the emitter's
+    delays are drawn for them in this order, so every subband sees the same emitter).
     """
     cross = ant1 != ant2
     for ev in events:
@@ -83,5 +102,11 @@ def inject(vis, events: list[dict], sb: int, time_index, ant1, ant2, amplitude: 
         if ev["kind"] == "zeros":
             vis[np.ix_(rows, chans)] = 0
             continue
-        phase = rng.uniform(0, 2 * np.pi, (rows.size, chans.size, vis.shape[2]))
-        vis[np.ix_(rows, chans)] += (amplitude * np.exp(1j * phase)).astype(np.complex64)
+        erng = np.random.default_rng(ev["emitter_seed"])
+        delay = dict(zip(stations, erng.uniform(-DELAY_MAX_S, DELAY_MAX_S, len(stations))))
+        phi_t = erng.uniform(0, 2 * np.pi, int(np.max(time_index)) + 1)
+        d = np.array([delay[a] - delay[b] for a, b in zip(ant1[rows], ant2[rows])])
+        ph = 2 * np.pi * d[:, None] * np.asarray(freqs_hz)[chans][None, :] \
+            + phi_t[time_index[rows]][:, None]
+        v = (amplitude * np.exp(1j * ph)).astype(np.complex64)
+        vis[np.ix_(rows, chans)] += v[:, :, None]

@@ -205,8 +205,7 @@ def simulate_observation(cfg: Config, tel: Telescope, start_jd: float, out_dir: 
     iso = Time(start_jd, format="jd").isot[:19]
     paths = []
     vis = np.empty((a1_rows.size, sim.nchan_per_subband, 2), dtype=np.complex64)
-    events = rfi_events(cfg, stations)
-    rfi_rng = np.random.default_rng(sim.seed + 5000 + obs_index)
+    events = rfi_events(cfg, stations, obs_index)
     rfi_amp = sim.rfi_sigma * (sim.noise_jy if sim.noise_jy > 0 else 1.0)
     for sb in subbands:
         freqs = tel.subband_freqs_hz(sb, sim.nchan_per_subband)
@@ -221,7 +220,8 @@ def simulate_observation(cfg: Config, tel: Telescope, start_jd: float, out_dir: 
             noise = rng.standard_normal(vis.shape + (2,), dtype=np.float32)
             noise *= sim.noise_jy
             vis += noise.view(np.complex64)[..., 0]
-        interference.inject(vis, events, sb, time_index, a1_rows, a2_rows, rfi_amp, rfi_rng)
+        interference.inject(vis, events, sb, time_index, a1_rows, a2_rows, rfi_amp, freqs,
+                            stations)
         jitter = rng.uniform(-sim.filename_jitter_s, sim.filename_jitter_s)
         fname = Time(start_jd + jitter / 86400.0, format="jd").isot[:19] + f"_sb{sb:02d}.hdf5"
         path = Path(out_dir) / fname
@@ -284,15 +284,17 @@ def write_uvh5(path: Path, *, cfg, tel, stations, times, lst, time_index, ant1, 
     os.replace(tmp, path)
 
 
-def rfi_events(cfg: Config, stations: list[int]) -> list[dict]:
-    """The interference and bad data ``sim.rfi`` asks for (engine/interference.py)."""
+def rfi_events(cfg: Config, stations: list[int], obs_index: int) -> list[dict]:
+    """The interference and bad data ``sim.rfi`` asks for in one observation
+    (engine/interference.py): placed at random, reproducibly from sim.seed and the index."""
     kinds = [k.strip() for k in cfg.sim.rfi.split(",") if k.strip()]
     if not kinds:
         return []
     try:
-        return interference.plan_events(kinds, ntimes=cfg.sim.ntimes,
-                                        nchan=cfg.sim.nchan_per_subband,
-                                        nsubbands=cfg.band.nsubbands, stations=stations)
+        return interference.plan_events(
+            kinds, ntimes=cfg.sim.ntimes, nchan=cfg.sim.nchan_per_subband,
+            nsubbands=cfg.band.nsubbands, stations=stations, obs=obs_index,
+            rng=np.random.default_rng([cfg.sim.seed, 5000, obs_index]))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -305,7 +307,8 @@ def write_truth(path: Path, cfg: Config, sky: Sky, gains: Gains | None, paths, *
              "start": cfg.sim.start,
              "dec_deg": cfg.sim.dec_deg, "seed": cfg.sim.seed,
              "observations": [[str(p) for p in obs] for obs in paths],
-             "rfi": rfi_events(cfg, simulated_stations(cfg, Telescope(cfg))),
+             "rfi": [ev for i in range(len(paths))
+                     for ev in rfi_events(cfg, simulated_stations(cfg, Telescope(cfg)), i)],
              "rfi_amplitude_jy": cfg.sim.rfi_sigma * (cfg.sim.noise_jy or 1.0)}
     if gains is not None:
         truth["gains"] = {"stations": gains.stations, "real": gains.g.real.tolist(),

@@ -52,3 +52,25 @@ def test_disabled_flags_nothing_more():
                          config.load(None, {"flag.enabled": False}).flag)
     assert stats["flagged"] == stats["input"] == 0
     assert not flags[ant1 != ant2].any()
+
+
+def test_the_array_vote_extends_a_cell_found_on_many_baselines():
+    """A cell the search flagged on 30 % of the baselines is flagged on all; a cell flagged
+    on one baseline (a false alarm) stays on that one."""
+    from engine.flagging import extend_across_baselines
+
+    vis, flags, order, ant1, ant2, nt, nbl = _subband(nant=10)
+    cross = ant1 != ant2
+    before = flags.copy()
+    rows_t3 = order[3 * nbl:4 * nbl]  # every baseline of integration 3
+    cross_t3 = rows_t3[cross[rows_t3]]
+    flags[cross_t3[: int(0.3 * cross_t3.size)], 7, :] = True
+    rows_t5 = order[5 * nbl:6 * nbl]
+    lone = rows_t5[cross[rows_t5]][4]
+    flags[lone, 9, 1] = True
+    extend_across_baselines(flags, before, order, nt, nbl, cross, 0.2)
+    assert flags[cross_t3, 7, :].all()
+    assert flags[rows_t3[~cross[rows_t3]]].all()  # autocorrelations as they were
+    rows5 = rows_t5[cross[rows_t5]]
+    assert flags[lone, 9, 1] and flags[rows5, 9, :].sum() == 1
+    assert (flags[cross] & ~before[cross]).sum() == cross_t3.size * 2 + 1
