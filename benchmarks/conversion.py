@@ -151,6 +151,28 @@ def _io_pass(files, out_bytes, work: Path, *, direct: bool, block: int) -> dict:
             "read_gb_s": nread / t_read / 1e9, "write_gb_s": out_bytes / t_write / 1e9}
 
 
+def ray_convert(files, rcfg, work: Path, ms: Path) -> tuple[float, dict]:
+    """One observation converted by the engine's Ray tasks (Ray already started), timed from
+    the headers read to the MS written: (seconds, the conversion manifest)."""
+    import ray
+
+    from engine import raytasks
+    from engine.convert import plan_observation, prepare_store
+    from engine.discover import obs_id_for
+    from engine.uvh5io import read_header
+
+    t0 = time.perf_counter()
+    hdrs = [read_header(f) for f in files]
+    oid = obs_id_for(hdrs[0].start_jd, hdrs[0].dec_rad)
+    plan = plan_observation(oid, files, rcfg, headers=hdrs)
+    store = work / f"{oid}.zarr"
+    todo = prepare_store(store, plan, rcfg)
+    m = ray.get(raytasks.submit_conversion(oid, plan, todo, str(store), str(ms), rcfg))
+    dt = time.perf_counter() - t0
+    shutil.rmtree(store)
+    return dt, m
+
+
 def bench_convert_vs_pyuvdata(cfg, work: Path) -> dict:
     """Ray conversion (engine) and pyuvdata's path, side by side on the same files."""
     import subprocess
@@ -159,9 +181,6 @@ def bench_convert_vs_pyuvdata(cfg, work: Path) -> dict:
     import ray
 
     from engine import raytasks
-    from engine.convert import plan_observation, prepare_store
-    from engine.discover import obs_id_for
-    from engine.uvh5io import read_header
 
     files = sorted(str(p) for p in (work / "incoming").glob("*.hdf5"))[: cfg.band.nsubbands]
     out = {}
@@ -181,16 +200,7 @@ def bench_convert_vs_pyuvdata(cfg, work: Path) -> dict:
             else:
                 os.sync()  # every timed run starts with no dirty pages
             with PeakRSS() as mem:
-                t0 = time.perf_counter()
-                hdrs = [read_header(f) for f in files]
-                oid = obs_id_for(hdrs[0].start_jd, hdrs[0].dec_rad)
-                plan = plan_observation(oid, files, rcfg, headers=hdrs)
-                store = work / f"{oid}.zarr"
-                todo = prepare_store(store, plan, rcfg)
-                m = ray.get(raytasks.submit_conversion(oid, plan, todo, str(store),
-                                                       str(work / "engine.ms"), rcfg))
-                dt = time.perf_counter() - t0
-                shutil.rmtree(store)
+                dt, m = ray_convert(files, rcfg, work, work / "engine.ms")
             sb = m["subbands"]
             out[name] = {"seconds": dt, "peak_rss_gib": mem.peak / 2 ** 30,
                          "assembly_s": m["total_s"], "assembly_write_s": m["write_s"],

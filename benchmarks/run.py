@@ -21,6 +21,9 @@ Cases (in this order; ``mosaic`` reuses the ``e2e`` run's images, so give both):
 ``mosaic``          the 10-observation mosaic step on the e2e run's images
 ``reconcile``       ``reconcile --deep`` against ``sha256sum`` on the same files (the e2e
                     run's products when it ran in the same --workdir)
+``flagging``        conversion with flagging off and on (alternating) and with AOFlagger, on
+                    one observation with every kind of interference; flags against the
+                    truth and against AOFlagger's
 Timings are wall-clock seconds on this machine, measured side by side in one run.
 """
 
@@ -36,6 +39,7 @@ from pathlib import Path
 from benchmarks import report
 from benchmarks.bookkeeping import bench_discovery, bench_registry
 from benchmarks.conversion import bench_convert, bench_convert_vs_pyuvdata, bench_simulate
+from benchmarks.flagging import bench_flagging
 from benchmarks.kernels import bench_kernels
 from benchmarks.reconcile import bench_reconcile
 from benchmarks.science import bench_calibrate_image
@@ -43,15 +47,19 @@ from benchmarks.throughput import bench_e2e, bench_mosaic
 from benchmarks.uvw_references import bench_uvw_references
 from engine import config
 
+# noise at the telescope's level for the channel width (6.5 Jy in 244 kHz x 12.9 s): the
+# engine flags interference relative to it, and a noiseless sky is all structure
 SCALES = {
-    "small": {"sim.nants": 20, "sim.nchan_per_subband": 8, "sim.ntimes": 6, "sim.nsources": 10},
-    "full": {"sim.nants": 96, "sim.nchan_per_subband": 48, "sim.ntimes": 24, "sim.nsources": 10},
+    "small": {"sim.nants": 20, "sim.nchan_per_subband": 8, "sim.ntimes": 6, "sim.nsources": 10,
+              "sim.noise_jy": 2.65},
+    "full": {"sim.nants": 96, "sim.nchan_per_subband": 48, "sim.ntimes": 24, "sim.nsources": 10,
+             "sim.noise_jy": 6.5},
 }
 CASES = {"simulate": bench_simulate, "kernels": bench_kernels, "convert": bench_convert,
          "convert_vs_pyuvdata": bench_convert_vs_pyuvdata, "uvw_references": bench_uvw_references,
          "calibrate_image": bench_calibrate_image, "discovery": bench_discovery,
          "registry": bench_registry, "e2e": bench_e2e, "mosaic": bench_mosaic,
-         "reconcile": bench_reconcile}
+         "reconcile": bench_reconcile, "flagging": bench_flagging}
 
 
 def main(argv=None):

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from engine import config as config_mod
 from engine.errors import EngineError
 
@@ -56,6 +58,54 @@ def _status(cfg, base: Path, as_json: bool) -> int:
                                   f"{r['files']} files): {r['problems']} problem(s)"))
         for line in (r or {}).get("found", []):
             print(f"              {line}")
+    return 0
+
+
+def light_curves(reg, cfg, source: str | None = None) -> dict:
+    """The ``lightcurves --json`` document: every source measured in a published image
+    (or the one named), its measurements in time order, eta, V and whether it is a
+    variable candidate (engine.variability with the configured thresholds)."""
+    from engine.variability import eta_v, is_variable
+
+    curves = reg.light_curves([source] if source else None)
+    out = []
+    for name, rows in sorted(curves.items()):
+        eta, v = eta_v([r["flux_jy"] for r in rows], [r["err_jy"] for r in rows])
+        out.append({"name": name, "ra_deg": rows[0]["ra_deg"], "dec_deg": rows[0]["dec_deg"],
+                    "n": len(rows),
+                    "measurements": [{k: r[k] for k in ("obs_id", "mjd", "flux_jy", "err_jy")}
+                                     for r in rows],
+                    "eta": None if np.isnan(eta) else eta, "v": None if np.isnan(v) else v,
+                    "variable": is_variable(eta, v, len(rows), cfg)})
+    return {"sources": out}
+
+
+def _lightcurves(cfg, base: Path, args) -> int:
+    from engine.registry import Registry
+
+    path = cfg.resolve_path("registry", base)
+    if not path.exists():
+        print(f"no registry at {path}")
+        return 1
+    doc = light_curves(Registry(path), cfg, args.source)
+    if args.source and not doc["sources"]:
+        print(f"no measurements of {args.source} in a published image")
+        return 1
+    if args.json:
+        print(json.dumps(doc, indent=1))
+        return 0
+    print(f"{'source':14s} {'ra_deg':>9s} {'dec_deg':>8s} {'n':>3s} {'mean_Jy':>8s} "
+          f"{'eta':>8s} {'V':>6s}  variable")
+    for s in doc["sources"]:
+        mean = np.mean([m["flux_jy"] for m in s["measurements"]])
+        eta = "-" if s["eta"] is None else f"{s['eta']:.2f}"
+        v = "-" if s["v"] is None else f"{s['v']:.3f}"
+        print(f"{s['name']:14s} {s['ra_deg']:9.4f} {s['dec_deg']:8.4f} {s['n']:3d} "
+              f"{mean:8.4f} {eta:>8s} {v:>6s}  {'yes' if s['variable'] else ''}")
+        if args.source:
+            for m in s["measurements"]:
+                print(f"    {m['obs_id']}  MJD {m['mjd']:.5f}  {m['flux_jy']:.4f} +- "
+                      f"{m['err_jy']:.4f} Jy")
     return 0
 
 
@@ -171,6 +221,10 @@ def main(argv=None) -> int:
                          "run (their folders moved aside, never deleted)")
     rc.add_argument("--delete-orphans", action="store_true",
                     help="delete files and folders no registry row names (asked for only)")
+    lc = sub.add_parser("lightcurves", help="forced-photometry light curves, eta and V of "
+                        "every reference source (docs/SCIENCE.md)")
+    lc.add_argument("--source", help="one source, with its measurements")
+    lc.add_argument("--json", action="store_true")
     sub.add_parser("scan", help="one discovery pass")
     args = ap.parse_args(argv)
     try:
@@ -227,6 +281,8 @@ def main(argv=None) -> int:
             return _status(cfg, base, args.json)
         if args.cmd == "reconcile":
             return _reconcile(cfg, base, args)
+        if args.cmd == "lightcurves":
+            return _lightcurves(cfg, base, args)
         if args.cmd == "scan":
             from engine import discover
             from engine.registry import Registry

@@ -91,6 +91,9 @@ SCHEMA: tuple[Field, ...] = (
     F("sim.rfi_sigma", float, 5.0,
       "injected interference amplitude in units of sim.noise_jy (of 1 Jy without noise)",
       minimum=0.0),
+    F("sim.variable", str, "",
+      "sources whose flux density this run multiplies, name:factor,... (the reference "
+      "catalogue the simulator writes keeps the unvaried values)"),
     F("sim.seed", int, 1234, "random seed of the simulated sky, gains and noise"),
     F("sim.calibrator", str, "", "catalog calibrator that transits during the run ('' none); "
       "sets the start time and pointing declination"),
@@ -173,6 +176,25 @@ SCHEMA: tuple[Field, ...] = (
     F("flag.max_fraction", float, 0.5,
       "an observation with more than this fraction of its cross-correlations flagged is "
       "quarantined, not imaged", minimum=0.0),
+    # forced photometry and light curves (docs/SCIENCE.md)
+    F("photometry.enabled", bool, True,
+      "forced photometry of the reference catalogue in every per-observation image"),
+    F("photometry.min_pb", float, 0.3,
+      "measure a source only where the drift-averaged primary beam is at least this",
+      minimum=0.0),
+    F("photometry.noise_box_beams", float, 20.0,
+      "the local noise is the robust rms of the residual image in a box this many beams "
+      "wide around the source", minimum=2.0),
+    F("photometry.flux_error_frac", float, 0.03,
+      "fraction of the flux density added in quadrature to each error (the flux scale's "
+      "own uncertainty)", minimum=0.0),
+    F("photometry.eta_threshold", float, 10.0,
+      "a source is a variable candidate when eta (weighted reduced chi-square) exceeds "
+      "this ...", minimum=0.0),
+    F("photometry.v_threshold", float, 0.1,
+      "... and V (fractional rms) exceeds this ...", minimum=0.0),
+    F("photometry.min_measurements", int, 2, "... over at least this many measurements",
+      minimum=2),
     # conversion
     F("convert.phasing", str, "meridian", "meridian: one field per integration; single: "
       "rephase to one centre", choices=("meridian", "single")),

@@ -5,7 +5,9 @@ fnmatch pattern on the key the code passes (an observation ID or a path), ``acti
 ``raise`` (a RuntimeError, as a failing library call would raise), ``sleep:<seconds>``, or
 ``transient:<folder>``: an :class:`~engine.errors.TransientError` (as an I/O error on a
 shared file system becomes) the first time for each key, nothing after; the folder keeps
-one marker file per key, so the second attempt, in whatever process, succeeds.
+one marker file per key, so the second attempt, in whatever process, succeeds; or ``kill``:
+SIGKILL to the caller's whole process group (a driver started in its own session dies with
+the Ray it started, as a killed job does).
 Unset (the normal case) every check is a dictionary lookup that does nothing. The driver
 passes the variable on to its Ray workers (:mod:`engine.raytasks`).
 
@@ -13,7 +15,8 @@ Points: ``casa.tclean`` (inside the guarded tclean call, key = MS path),
 ``convert.subband`` (start of a subband task, key = file path), ``convert.assemble``
 (start of an assembly task, key = MS path), ``calibrate.start`` and ``image.start``
 (start of a calibration or image task, key = observation ID), ``mosaic.start`` (key =
-mosaic ID).
+mosaic ID), ``driver.measured`` (in the driver, after an image's forced photometry is
+recorded and before the image is, key = observation ID).
 """
 
 from __future__ import annotations
@@ -57,5 +60,10 @@ def check(point: str, key: str):
             except FileExistsError:
                 continue  # failed once already: this attempt goes through
             raise TransientError(f"injected transient fault at {point} for {key}")
+        elif action == "kill":
+            import os
+            import signal
+
+            os.killpg(os.getpgid(0), signal.SIGKILL)
         elif action == "raise":
             raise RuntimeError(f"injected fault at {point} for {key}")

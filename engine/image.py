@@ -217,8 +217,13 @@ def image_observation(ms: str, out_dir: str, cfg: Config, *, obs_id: str,
     with work_folder(out_dir) as work:  # no partial image is left in stage
         qa, names = _image_into(work, ms, cfg, obs_id, caltables, ct, casatasks, t0)
     files = commit_dir(work, out_dir, names)
-    return {"obs_id": obs_id, "dir": str(out_dir), "files": files, "qa": qa,
-            "caltables": list(caltables or [])}
+    out = {"obs_id": obs_id, "dir": str(out_dir), "files": files, "qa": qa,
+           "caltables": list(caltables or [])}
+    if cfg.photometry.enabled:
+        from engine.photometry import measure_products
+
+        out["photometry"] = measure_products(files, cfg)
+    return out
 
 
 def quicklook(data, png_path, *, title, beam_arcsec, cell_arcsec):

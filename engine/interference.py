@@ -4,8 +4,8 @@
 event lands is drawn at random for every observation (from ``sim.seed`` and the
 observation's index, so a run is reproducible and a different seed puts it elsewhere):
 
-``narrowband``    a persistent emitter in one or two adjacent channels of one subband, every
-                  integration
+``narrowband``    a persistent emitter in one or two adjacent channels of one subband (one
+                  when a subband has fewer than 24 channels), every integration
 ``burst``         a broadband burst: one integration, every channel of every subband
 ``intermittent``  an emitter switching on and off: one channel of one subband, on for 1-3
                   integrations in every 4-8
@@ -48,7 +48,9 @@ def plan_events(kinds: list[str], *, ntimes: int, nchan: int, nsubbands: int,
         sb = int(rng.integers(nsubbands))
         if kind == "narrowband":
             c = int(rng.integers(nchan))
-            width = int(rng.integers(1, 3))
+            # one or two of the telescope's 244 kHz channels; in coarser simulated channels
+            # (fewer than 24 per subband) a line that narrow fills one channel at most
+            width = int(rng.integers(1, 3)) if nchan >= 24 else 1
             ev.update(subbands=[sb], times=every_t,
                       channels=sorted({c, min(c + width - 1, nchan - 1)}))
         elif kind == "burst":

@@ -29,10 +29,15 @@ def _verify_files(manifest: dict, root: Path):
         verify(f["path"], sha256=f["sha256"], size=f["size"], root=root)
 
 
+def image_data_id(obs_id: str) -> str:
+    """The product id of an observation's image."""
+    return f"image:{obs_id}"
+
+
 def register_image(reg: Registry, manifest: dict, stage_root: Path) -> str:
     """Record an image product (data_id = ``image:<obs_id>``) after checking it on disk."""
     _verify_files(manifest, stage_root)
-    data_id = f"image:{manifest['obs_id']}"
+    data_id = image_data_id(manifest["obs_id"])
     reg.record_image(data_id, manifest)
     return data_id
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from engine import discover, raytasks
+from engine import discover, faults, raytasks
 from engine.calibrate import find_transit
 from engine.caltables import CalibrationLookup
 from engine.config import Config, load
@@ -35,7 +35,8 @@ from engine.errors import (BAD_INPUT, EngineError, IllegalTransition, RegistryEr
 from engine.flagging import summarise
 from engine.mosaic_release import MosaicRelease
 from engine.paths import confine, verify
-from engine.publish import register_image, register_mosaic, validate_and_publish
+from engine.publish import (image_data_id, register_image, register_mosaic,
+                            validate_and_publish)
 from engine.recovery import retry_failed, take_back_abandoned
 from engine.registry import Registry
 from engine.run_state import Areas, RunSummary
@@ -159,6 +160,7 @@ class Driver:
             signal.signal(signal.SIGINT, self.request_stop)
             signal.signal(signal.SIGTERM, self.request_stop)
         self.recover()
+        self.update_variability()  # a run stopped between publication and this
         t_start = time.time()
         try:
             while True:
@@ -458,12 +460,40 @@ class Driver:
     def done_image(self, obs_id: str, manifest: dict):
         obs = self.reg.get("observations", obs_id)
         manifest["qa"]["flagged_fraction"] = obs["flag_fraction"]
+        phot = manifest.get("photometry")
+        if phot is not None:  # first: a driver killed after this remakes the image and
+            # its measurements replace these (keyed by source and observation)
+            mjd = 0.5 * (obs["start_jd"] + obs["end_jd"]) - JD_TO_MJD
+            self.reg.record_measurements(obs_id, image_data_id(obs_id), mjd, phot["rows"])
+            faults.check("driver.measured", obs_id)
+            manifest["qa"]["photometry"] = {"sources": len(phot["rows"]),
+                                            "catalogue": phot["catalogue"],
+                                            "seconds": phot["seconds"]}
         data_id = register_image(self.reg, manifest, self.areas.stage)
         self.reg.transition("observations", obs_id, ObsState.IMAGED, expect=ObsState.IMAGING,
                             image_path=manifest["files"]["image"]["path"])
         self.summary.imaged.append(obs_id)
         self.reg.release(obs_id, self.owner)
-        self.publish(data_id, manifest["qa"])
+        if self.publish(data_id, manifest["qa"]) and phot:
+            self.update_variability([r["name"] for r in phot["rows"]])
+
+    def update_variability(self, names: list[str] | None = None):
+        """Recompute eta and V of these sources (all with None) from their measurements in
+        published images and mark the candidates (engine.variability)."""
+        from engine.variability import eta_v, is_variable
+
+        rows = []
+        for name, curve in self.reg.light_curves(names).items():
+            eta, v = eta_v([m["flux_jy"] for m in curve], [m["err_jy"] for m in curve])
+            rows.append({"name": name, "ra_deg": curve[0]["ra_deg"],
+                         "dec_deg": curve[0]["dec_deg"], "n": len(curve),
+                         "eta": None if np.isnan(eta) else eta,
+                         "v": None if np.isnan(v) else v,
+                         "variable": is_variable(eta, v, len(curve), self.cfg),
+                         "mean_flux_jy": float(np.mean([m["flux_jy"] for m in curve]))})
+        for r in self.reg.set_source_stats(rows):
+            log.info("new variable candidate %s: eta %.1f, V %.2f over %d measurements",
+                     r["name"], r["eta"], r["v"], r["n"])
 
     def settle_stage(self, obs_id: str):
         """After publication the MS is kept or removed from stage; what happened is

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import h5py
@@ -364,7 +364,8 @@ def simulate_run(cfg: Config, out_dir: Path, *, calibrators=None, gains: bool = 
         calibrators = list(calibrators or []) + [cal]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    sky = make_sky(cfg, tel, calibrators=calibrators)
+    listed = make_sky(cfg, tel, calibrators=calibrators)
+    sky = vary_sky(listed, cfg.sim.variable)
     g = make_gains(cfg, simulated_stations(cfg, tel)) if gains else None
     all_paths = []
     for i, t0 in enumerate(obs_start_times_jd(cfg)):
@@ -374,9 +375,25 @@ def simulate_run(cfg: Config, out_dir: Path, *, calibrators=None, gains: bool = 
                  Time(t0, format="jd").isot)
     if truth_path is not None:
         write_truth(truth_path, cfg, sky, g, all_paths, transit_obs=transit_obs)
-        write_reference_catalog(Path(truth_path).with_name(REFERENCE_CATALOG), cfg, sky,
+        write_reference_catalog(Path(truth_path).with_name(REFERENCE_CATALOG), cfg, listed,
                                 calibrators or [])
     return all_paths, sky, g
+
+
+def vary_sky(sky: Sky, spec: str) -> Sky:
+    """The sky of this run: ``sim.variable`` ("name:factor,...") multiplies the named
+    sources' flux densities (a survey catalogue keeps listing the unvaried sky)."""
+    flux = sky.flux_jy.copy()
+    for item in (x.strip() for x in spec.split(",") if x.strip()):
+        name, _, factor = item.partition(":")
+        if name not in sky.names:
+            raise ConfigError(f"sim.variable: no source {name!r} in the simulated sky "
+                              f"(it has {sky.names[:5]}...)")
+        try:
+            flux[sky.names.index(name)] *= float(factor)
+        except ValueError:
+            raise ConfigError(f"sim.variable: {item!r} is not name:factor") from None
+    return replace(sky, flux_jy=flux)
 
 
 REFERENCE_CATALOG = "sky.csv"

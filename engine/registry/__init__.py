@@ -10,6 +10,7 @@ through the named methods of :class:`Registry`; states are the enums of
 - :mod:`engine.registry.files`: incoming files and their grouping into observations
 - :mod:`engine.registry.observations`: leases and the driver's questions
 - :mod:`engine.registry.products`: images, mosaics, calibration tables, publication
+- :mod:`engine.registry.sources`: forced photometry and light-curve statistics
 """
 
 from engine.registry.core import RegistryCore
@@ -17,9 +18,10 @@ from engine.registry.files import Attached, FileRecords
 from engine.registry.observations import ObservationRecords
 from engine.registry.products import ProductRecords
 from engine.registry.schema import KEYS, SCHEMA_VERSION
+from engine.registry.sources import SourceRecords
 
 
-class Registry(FileRecords, ObservationRecords, ProductRecords, RegistryCore):
+class Registry(FileRecords, ObservationRecords, ProductRecords, SourceRecords, RegistryCore):
     """The engine's record. Open one per process; the driver is the only writer."""
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import sqlite_utils
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 # each table's primary key
 KEYS = {"observations": "obs_id", "products": "data_id", "mosaics": "mosaic_id",
         "images": "obs_id", "caltables": "caltable_id", "files": "path",
-        "reconcile_runs": "id"}
+        "reconcile_runs": "id", "sources": "name"}
 
 
 def _v1(db: sqlite_utils.Database):
@@ -121,4 +121,19 @@ def _v8(db: sqlite_utils.Database):
     db["observations"].add_column("flag_stats", str)
 
 
-MIGRATIONS = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7, 8: _v8}
+def _v9(db: sqlite_utils.Database):
+    """Forced photometry (one row per source per image, keyed so a rerun replaces it) and
+    each source's light-curve statistics (docs/SCIENCE.md)."""
+    db["measurements"].create({
+        "source": str, "obs_id": str, "data_id": str, "mjd": float, "flux_jy": float,
+        "err_jy": float, "apparent_jy": float, "pb": float, "rms_jy": float,
+        "ra_deg": float, "dec_deg": float, "x": float, "y": float, "measured_at": float},
+        pk=("source", "obs_id"))
+    db["measurements"].create_index(["obs_id"])
+    db["sources"].create({
+        "name": str, "ra_deg": float, "dec_deg": float, "n": int, "eta": float, "v": float,
+        "variable": int, "mean_flux_jy": float, "updated_at": float}, pk="name")
+    db["sources"].create_index(["variable"])
+
+
+MIGRATIONS = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7, 8: _v8, 9: _v9}

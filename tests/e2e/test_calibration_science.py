@@ -55,6 +55,24 @@ RUNS = {
 }
 
 
+# interference and bad data of every kind at 30 x the per-visibility noise in both
+# observations (the calibrator's too), otherwise the half_deg run (same sky, noise, gains)
+INTERFERENCE = {**RUNS["half_deg"], "sim.rfi": "narrowband,burst,intermittent,zeros,"
+                "dead_antenna,dead_pol", "sim.rfi_sigma": 30.0}
+EXTRA_RUNS = {"interference": INTERFERENCE,
+              "interference_unflagged": {**INTERFERENCE, "flag.enabled": False}}
+_DONE: dict = {}
+
+
+def _get(name: str, tmp_path_factory):
+    """One run of RUNS or EXTRA_RUNS, made once per session."""
+    if name not in _DONE:
+        base = tmp_path_factory.mktemp(name)
+        cfg, summary = _run(base, {**RUNS, **EXTRA_RUNS}[name])
+        _DONE[name] = (name, base, cfg, summary)
+    return _DONE[name]
+
+
 def _run(base: Path, extra: dict):
     cfg = config.load(config.CONFIG_DIR / "ci.toml", {**COMMON, **extra})
     inc = base / "incoming"
@@ -69,16 +87,17 @@ def _run(base: Path, extra: dict):
 
 @pytest.fixture(scope="module", params=list(RUNS))
 def run(request, tmp_path_factory):
-    base = tmp_path_factory.mktemp(request.param)
-    cfg, summary = _run(base, RUNS[request.param])
-    return request.param, base, cfg, summary
+    return _get(request.param, tmp_path_factory)
 
 
-def _mosaic(base: Path) -> dict:
+def _mosaic(base: Path, published: bool = True) -> dict:
+    """The mosaic's image, residual and thermal-noise files; with ``published=False`` also
+    a mosaic QA rejected (read where it stayed, in stage)."""
     reg = Registry(base / "registry.sqlite")
     (row,) = [r for r in reg.db["products"].rows if r["kind"] == "mosaic"]
-    assert row["state"] == "published", row["last_error"]
-    d = Path(row["published_path"])
+    if published:
+        assert row["state"] == "published", row["last_error"]
+    d = Path(row["published_path"] or row["stage_path"])
     return {kind: d / f"{row['data_id']}{suffix}" for kind, suffix in
             (("image", ".fits"), ("residual", ".residual.fits"), ("thermal", ".thermal.fits"))}
 
@@ -109,10 +128,11 @@ def fit_beam(img, hdr, px: float, py: float, half: int = 4):
     return p[0], p[1], p[2]
 
 
-def measure_mosaic(base: Path):
-    """(measured, expected, snr, offset in beams) of every field source in the mosaic."""
+def measure_mosaic(base: Path, published: bool = True):
+    """(measured, expected, snr, offset in beams, index in the sky) of every field source
+    in the mosaic."""
     truth = json.loads((base / "truth.json").read_text())
-    paths = _mosaic(base)
+    paths = _mosaic(base, published)
     with fits.open(paths["image"]) as h:
         hdr = h[0].header
         img = h[0].data.astype(float)
@@ -136,7 +156,7 @@ def measure_mosaic(base: Path):
         peak, fx, fy = fit_beam(img, hdr, px, py)
         off = np.hypot((fx - px) * hdr["CDELT1"], (fy - py) * hdr["CDELT2"]) / beam_deg
         expected = s * (1.405e9 / 1.4e9) ** a  # the band centre
-        out.append((peak, expected, peak / thermal[iy, ix], off))
+        out.append((peak, expected, peak / thermal[iy, ix], off, k))
     return np.array(out)
 
 
@@ -328,3 +348,44 @@ def test_validity_is_observation_time_not_the_clock(run):
     assert valid(mid + 7, obs["dec_rad"]) is None  # a week later
     assert valid(mid + 0.3, obs["dec_rad"]) is None  # gains expired (1 h)
     assert valid(mid, obs["dec_rad"] + 0.3) is None  # another declination
+
+
+def _matched(a, b):
+    """Flux ratio b / a per source measured in both (matched by sky index, S/N > 20 in a)."""
+    ka = {int(r[4]): r for r in a if r[2] > 20}
+    kb = {int(r[4]): r for r in b}
+    common = sorted(set(ka) & set(kb))
+    return np.array([kb[k][0] / ka[k][0] for k in common])
+
+
+def test_interference_is_flagged_away(tmp_path_factory):
+    """Every kind of interference and bad data at 30 x the noise, in the calibrator's
+    observation too: with flagging the mosaic is published with the fluxes of the clean run
+    (same sky, noise and gains) within 2 % and the truth's within 3 %."""
+    _, clean, _, _ = _get("half_deg", tmp_path_factory)
+    name, base, cfg, summary = _get("interference", tmp_path_factory)
+    assert summary.calibrated and not summary.failed, summary.failed
+    reg = Registry(base / "registry.sqlite")
+    flagged = [r["flag_fraction"] for r in reg.db["observations"].rows]
+    assert all(0.05 < f < 0.5 for f in flagged), flagged  # the dead antenna alone is 6 %
+    m, m0 = measure_mosaic(base), measure_mosaic(clean)
+    ratios = _matched(m0, m)
+    assert len(ratios) >= 5
+    assert abs(np.median(ratios) - 1) < 0.02, np.round(ratios, 4)
+    bright = m[m[:, 2] > 20]
+    assert abs(np.median(bright[:, 0] / bright[:, 1]) - 1) < 0.03
+    assert np.max(bright[:, 3]) < 0.1
+
+
+def test_without_flagging_the_same_data_fail(tmp_path_factory):
+    """The same files with flag.enabled = false: the mosaic fails its QA (residual against
+    the thermal noise) and its fluxes are more than 10 % off the clean run's, so the
+    flagging is what made the run above right."""
+    _, clean, _, _ = _get("half_deg", tmp_path_factory)
+    name, base, cfg, summary = _get("interference_unflagged", tmp_path_factory)
+    reg = Registry(base / "registry.sqlite")
+    (row,) = [r for r in reg.db["products"].rows if r["kind"] == "mosaic"]
+    assert row["state"] != "published" and "thermal" in (row["last_error"] or "")
+    ratios = _matched(measure_mosaic(clean), measure_mosaic(base, published=False))
+    assert len(ratios) >= 5
+    assert abs(np.median(ratios) - 1) > 0.10, np.round(ratios, 4)
