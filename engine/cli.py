@@ -12,8 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from engine import config as config_mod
 from engine.errors import EngineError
 
@@ -65,18 +63,16 @@ def light_curves(reg, cfg, source: str | None = None) -> dict:
     """The ``lightcurves --json`` document: every source measured in a published image
     (or the one named), its measurements in time order, eta, V and whether it is a
     variable candidate (engine.variability with the configured thresholds)."""
-    from engine.variability import eta_v, is_variable
+    from engine.variability import light_curve_stats
 
-    curves = reg.light_curves([source] if source else None)
     out = []
-    for name, rows in sorted(curves.items()):
-        eta, v = eta_v([r["flux_jy"] for r in rows], [r["err_jy"] for r in rows])
-        out.append({"name": name, "ra_deg": rows[0]["ra_deg"], "dec_deg": rows[0]["dec_deg"],
-                    "n": len(rows),
+    for name, rows in sorted(reg.light_curves([source] if source else None).items()):
+        st = light_curve_stats(rows, cfg)
+        out.append({"name": name, "ra_deg": st["ra_deg"], "dec_deg": st["dec_deg"],
+                    "n": st["n"],
                     "measurements": [{k: r[k] for k in ("obs_id", "mjd", "flux_jy", "err_jy")}
                                      for r in rows],
-                    "eta": None if np.isnan(eta) else eta, "v": None if np.isnan(v) else v,
-                    "variable": is_variable(eta, v, len(rows), cfg)})
+                    "eta": st["eta"], "v": st["v"], "variable": st["variable"]})
     return {"sources": out}
 
 
@@ -97,7 +93,7 @@ def _lightcurves(cfg, base: Path, args) -> int:
     print(f"{'source':14s} {'ra_deg':>9s} {'dec_deg':>8s} {'n':>3s} {'mean_Jy':>8s} "
           f"{'eta':>8s} {'V':>6s}  variable")
     for s in doc["sources"]:
-        mean = np.mean([m["flux_jy"] for m in s["measurements"]])
+        mean = sum(m["flux_jy"] for m in s["measurements"]) / s["n"]
         eta = "-" if s["eta"] is None else f"{s['eta']:.2f}"
         v = "-" if s["v"] is None else f"{s['v']:.3f}"
         print(f"{s['name']:14s} {s['ra_deg']:9.4f} {s['dec_deg']:8.4f} {s['n']:3d} "

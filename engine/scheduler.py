@@ -480,17 +480,10 @@ class Driver:
     def update_variability(self, names: list[str] | None = None):
         """Recompute eta and V of these sources (all with None) from their measurements in
         published images and mark the candidates (engine.variability)."""
-        from engine.variability import eta_v, is_variable
+        from engine.variability import light_curve_stats
 
-        rows = []
-        for name, curve in self.reg.light_curves(names).items():
-            eta, v = eta_v([m["flux_jy"] for m in curve], [m["err_jy"] for m in curve])
-            rows.append({"name": name, "ra_deg": curve[0]["ra_deg"],
-                         "dec_deg": curve[0]["dec_deg"], "n": len(curve),
-                         "eta": None if np.isnan(eta) else eta,
-                         "v": None if np.isnan(v) else v,
-                         "variable": is_variable(eta, v, len(curve), self.cfg),
-                         "mean_flux_jy": float(np.mean([m["flux_jy"] for m in curve]))})
+        rows = [{"name": name, **light_curve_stats(curve, self.cfg)}
+                for name, curve in self.reg.light_curves(names).items()]
         for r in self.reg.set_source_stats(rows):
             log.info("new variable candidate %s: eta %.1f, V %.2f over %d measurements",
                      r["name"], r["eta"], r["v"], r["n"])

@@ -36,3 +36,15 @@ def is_variable(eta: float, v: float, n: int, cfg) -> bool:
     p = cfg.photometry
     return bool(n >= p.min_measurements and np.isfinite(eta) and np.isfinite(v)
                 and eta > p.eta_threshold and v > p.v_threshold)
+
+
+def light_curve_stats(curve: list[dict], cfg) -> dict:
+    """One source's statistics from its measurements (dicts with flux_jy, err_jy, ra_deg,
+    dec_deg, in time order): n, eta, v (None when undefined), variable, mean_flux_jy and
+    the position of the first measurement."""
+    f = [m["flux_jy"] for m in curve]
+    eta, v = eta_v(f, [m["err_jy"] for m in curve])
+    return {"ra_deg": curve[0]["ra_deg"], "dec_deg": curve[0]["dec_deg"], "n": len(curve),
+            "eta": None if np.isnan(eta) else eta, "v": None if np.isnan(v) else v,
+            "variable": is_variable(eta, v, len(curve), cfg),
+            "mean_flux_jy": float(np.mean(f))}
