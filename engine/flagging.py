@@ -46,7 +46,13 @@ def flag_subband(vis, flags, order, ant1, ant2, ntimes: int, nbls: int, fcfg) ->
     nrows, nchan, npol = vis.shape
     cross = ant1 != ant2
     total = int(cross.sum()) * nchan * npol
-    stats = {"total": total, "input": int(flags[cross].sum())}
+    auto_cells = (nrows - int(cross.sum())) * nchan * npol
+
+    def n_cross_flagged():  # autocorrelations are flagged throughout: count them off
+        return int(np.count_nonzero(flags)) - auto_cells
+
+    flags[~cross] = True
+    stats = {"total": total, "input": n_cross_flagged()}
     if not fcfg.enabled or total == 0:
         stats["flagged"] = stats["input"]
         return stats
@@ -54,7 +60,7 @@ def flag_subband(vis, flags, order, ant1, ant2, ntimes: int, nbls: int, fcfg) ->
 
     def step(name):
         nonlocal before
-        now = int(flags[cross].sum())
+        now = n_cross_flagged()
         stats[name] = now - before
         before = now
 
@@ -67,22 +73,24 @@ def flag_subband(vis, flags, order, ant1, ant2, ntimes: int, nbls: int, fcfg) ->
         flags |= np.abs(vis) > fcfg.clip_jy
         step("clip")
     ok = ~flags
-    amp = np.where(ok, np.abs(vis), 0.0)  # flagged samples (NaN among them) count nothing
-    n_ok = ok.sum(axis=1)  # (nrows, npol)
+    amp = np.abs(vis)  # float32
+    amp[flags] = 0.0  # flagged samples (NaN among them) count nothing
+    n_ok = np.count_nonzero(ok, axis=1)  # (nrows, npol)
     amp_row = np.where(n_ok > 0, amp.sum(axis=1) / np.maximum(n_ok, 1), np.nan)
     ants = np.unique(np.concatenate([ant1[cross], ant2[cross]]))
     ant_amp = _antenna_amplitudes(amp_row, n_ok > 0, ant1, ant2, cross, ants)
     dead = []
-    before_dead = flags.copy()  # each antenna judged on the flags before this step
+    # each antenna judged on the flags before this step: its flagged fraction per pol
+    frac = _antenna_sums(np.count_nonzero(flags, axis=1), ant1, ant2, cross)
+    frac = frac / np.maximum(_antenna_sums(np.ones((nrows, 1)), ant1, ant2, cross) * nchan, 1)
     for p in range(npol):
         ref = np.nanmedian(ant_amp[:, p]) if np.isfinite(ant_amp[:, p]).any() else 0.0
         for i, a in enumerate(ants):
-            rows = cross & ((ant1 == a) | (ant2 == a))
-            frac = before_dead[rows, :, p].mean() if rows.any() else 1.0
             low = not np.isfinite(ant_amp[i, p]) or ant_amp[i, p] < fcfg.dead_fraction * ref
-            if low or frac > fcfg.antenna_max_flagged:
+            if low or frac[a, p] > fcfg.antenna_max_flagged:
                 dead.append([int(a), p])
-                flags[rows, :, p] = True
+    for a, p in dead:
+        flags[cross & ((ant1 == a) | (ant2 == a)), :, p] = True
     # an antenna dead in every polarisation is a dead antenna; else a dead polarisation
     by_ant = {}
     for a, p in dead:
@@ -99,15 +107,23 @@ def flag_subband(vis, flags, order, ant1, ant2, ntimes: int, nbls: int, fcfg) ->
             extend_across_baselines(flags, searched, order, ntimes, nbls, cross,
                                     fcfg.extend_baselines)
             step("extend")
-    stats["flagged"] = int(flags[cross].sum())
-    per_ant = {}
-    for a in ants:
-        rows = cross & ((ant1 == a) | (ant2 == a))
-        per_ant[int(a)] = [int(flags[rows, :, p].sum()) for p in range(npol)]
-    stats["per_antenna"] = per_ant  # flagged visibilities per polarisation
-    stats["per_antenna_total"] = {int(a): int((cross & ((ant1 == a) | (ant2 == a))).sum())
-                                  * nchan for a in ants}
+    stats["flagged"] = n_cross_flagged()
+    # per antenna: the flagged visibilities of its cross-correlation rows, per polarisation
+    counts = _antenna_sums(np.count_nonzero(flags, axis=1), ant1, ant2, cross)
+    rows_per_ant = _antenna_sums(np.ones((nrows, 1)), ant1, ant2, cross)[:, 0]
+    stats["per_antenna"] = {int(a): [int(c) for c in counts[a]] for a in ants}
+    stats["per_antenna_total"] = {int(a): int(rows_per_ant[a]) * nchan for a in ants}
     return stats
+
+
+def _antenna_sums(per_row, ant1, ant2, cross) -> np.ndarray:
+    """Sum of per_row (nrows, k) over each antenna's cross-correlation rows: (max station
+    number + 1, k), indexed by station number."""
+    a1c, a2c = ant1[cross], ant2[cross]
+    size = int(max(a1c.max(), a2c.max())) + 1
+    v = per_row[cross]
+    return np.stack([np.bincount(a1c, v[:, j], size) + np.bincount(a2c, v[:, j], size)
+                     for j in range(v.shape[1])], axis=1)
 
 
 _AOFLAGGERS: dict = {}
@@ -141,20 +157,17 @@ def extend_across_baselines(flags, before, order, ntimes: int, nbls: int, cross,
     false alarm of one baseline's search never reaches the vote. flags (updated) and before
     (the flags before the search): (nrows, nchan, npol); order: (ntimes * nbls,) raw row
     of each (time, baseline), time-major; cross: (nrows,) bool."""
-    t_of_row = np.empty(flags.shape[0], dtype=np.int64)
-    t_of_row[order] = np.arange(order.size) // nbls
+    nchan = flags.shape[1]
     had = ~before.all(axis=2) & cross[:, None]  # (nrows, nchan): a cell with data
     new = (flags & ~before).any(axis=2) & had
-    nchan = flags.shape[1]
-    n_had = np.zeros((ntimes, nchan), dtype=np.int64)
-    n_new = np.zeros((ntimes, nchan), dtype=np.int64)
-    np.add.at(n_had, t_of_row, had)
-    np.add.at(n_new, t_of_row, new)
-    hot = n_new >= fraction * np.maximum(n_had, 1)
-    hot &= n_new > 0
-    if hot.any():
-        rows_hot = hot[t_of_row] & cross[:, None]  # (nrows, nchan)
-        flags[rows_hot] = True
+    # MS order is time-major: the rows of integration t are order[t * nbls:(t + 1) * nbls]
+    n_had = had[order].reshape(ntimes, nbls, nchan).sum(axis=1)
+    n_new = new[order].reshape(ntimes, nbls, nchan).sum(axis=1)
+    hot = (n_new >= fraction * np.maximum(n_had, 1)) & (n_new > 0)  # (ntimes, nchan)
+    for t in np.flatnonzero(hot.any(axis=1)):
+        rows = order[t * nbls:(t + 1) * nbls]
+        rows = rows[cross[rows]]
+        flags[np.ix_(rows, np.flatnonzero(hot[t]))] = True
 
 
 STEPS = ("input", "nonfinite", "zeros", "clip", "dead", "sumthreshold", "extend")
