@@ -6,8 +6,9 @@ fnmatch pattern on the key the code passes (an observation ID or a path), ``acti
 ``transient:<folder>``: an :class:`~engine.errors.TransientError` (as an I/O error on a
 shared file system becomes) the first time for each key, nothing after; the folder keeps
 one marker file per key, so the second attempt, in whatever process, succeeds; or ``kill``:
-SIGKILL to the caller's whole process group (a driver started in its own session dies with
-the Ray it started, as a killed job does).
+SIGKILL to the caller's whole process group when the caller leads it (a driver started in
+its own session dies with the Ray it started, as a killed job does), else to the caller
+alone.
 Unset (the normal case) every check is a dictionary lookup that does nothing. The driver
 passes the variable on to its Ray workers (:mod:`engine.raytasks`).
 
@@ -64,6 +65,8 @@ def check(point: str, key: str):
             import os
             import signal
 
-            os.killpg(os.getpgid(0), signal.SIGKILL)
+            if os.getpgid(0) == os.getpid():  # a process group of its own: take it all
+                os.killpg(0, signal.SIGKILL)
+            os.kill(os.getpid(), signal.SIGKILL)  # else only this process
         elif action == "raise":
             raise RuntimeError(f"injected fault at {point} for {key}")

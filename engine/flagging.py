@@ -154,7 +154,8 @@ def extend_across_baselines(flags, before, order, ntimes: int, nbls: int, cross,
 
     An emitter reaches every antenna, so it is in every baseline's cell at once; where it
     is near the threshold of one baseline's search, the array's vote finds it whole. A
-    false alarm of one baseline's search never reaches the vote. flags (updated) and before
+    cell needs at least two baselines' flags, so a false alarm of one baseline's search
+    never carries it. flags (updated) and before
     (the flags before the search): (nrows, nchan, npol); order: (ntimes * nbls,) raw row
     of each (time, baseline), time-major; cross: (nrows,) bool."""
     nchan = flags.shape[1]
@@ -163,7 +164,8 @@ def extend_across_baselines(flags, before, order, ntimes: int, nbls: int, cross,
     # MS order is time-major: the rows of integration t are order[t * nbls:(t + 1) * nbls]
     n_had = had[order].reshape(ntimes, nbls, nchan).sum(axis=1)
     n_new = new[order].reshape(ntimes, nbls, nchan).sum(axis=1)
-    hot = (n_new >= fraction * np.maximum(n_had, 1)) & (n_new > 0)  # (ntimes, nchan)
+    # two baselines at least: a lone false alarm never carries a cell seen by few baselines
+    hot = (n_new >= fraction * np.maximum(n_had, 1)) & (n_new >= 2)  # (ntimes, nchan)
     for t in np.flatnonzero(hot.any(axis=1)):
         rows = order[t * nbls:(t + 1) * nbls]
         rows = rows[cross[rows]]

@@ -222,7 +222,11 @@ def image_observation(ms: str, out_dir: str, cfg: Config, *, obs_id: str,
     if cfg.photometry.enabled:
         from engine.photometry import measure_products
 
-        out["photometry"] = measure_products(files, cfg)
+        try:
+            out["photometry"] = measure_products(files, cfg)
+        except Exception as exc:  # noqa: BLE001 - science on top must not cost the image
+            log.exception("%s: forced photometry failed", obs_id)
+            out["photometry_error"] = f"{type(exc).__name__}: {exc}"
     return out
 
 

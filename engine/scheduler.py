@@ -461,6 +461,8 @@ class Driver:
         obs = self.reg.get("observations", obs_id)
         manifest["qa"]["flagged_fraction"] = obs["flag_fraction"]
         phot = manifest.get("photometry")
+        if manifest.get("photometry_error"):  # the image stands; the reason is in its QA
+            manifest["qa"]["photometry"] = {"error": manifest["photometry_error"]}
         if phot is not None:  # first: a driver killed after this remakes the image and
             # its measurements replace these (keyed by source and observation)
             mjd = 0.5 * (obs["start_jd"] + obs["end_jd"]) - JD_TO_MJD

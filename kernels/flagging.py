@@ -103,8 +103,8 @@ def _sir_line(mask, eta, p, lo):
     k = 0
     for i in range(n):
         k += mask[i]
-    if k == 0 or k == n:
-        return  # nothing to extend
+    if k == n or (k == 0 and eta < 1.0):
+        return  # nothing to extend (with eta >= 1 every window qualifies, even unflagged)
     p[0] = 0.0
     for i in range(n):
         p[i + 1] = p[i] + (eta if mask[i] else eta - 1.0)

@@ -99,10 +99,13 @@ def test_a_bright_calibrator_is_not_flagged(tmp_path, resolution):
                     reason="the aoflagger wheel is not installed")
 def test_agreement_with_aoflagger(runs, tmp_path, capsys):
     """The same dirty files flagged by AOFlagger's generic strategy (flag.backend =
-    aoflagger): both find the interference, and they agree on nearly every cell."""
+    aoflagger, after the same deterministic steps, without the engine's vote): both find the
+    interference, and they agree on nearly every cell."""
     (cfg, ms, truth, _), _ = runs
     paths = [p for p in truth["observations"][0]]
-    cfg_ao = config.load(None, {**cfg.as_flat(), "flag.backend": "aoflagger"})
+    # AOFlagger alone as the search, without the engine's vote across baselines
+    cfg_ao = config.load(None, {**cfg.as_flat(), "flag.backend": "aoflagger",
+                                "flag.extend_baselines": 0.0})
     ms_ao = tmp_path / "aoflagger.ms"
     convert_local(paths, str(ms_ao), cfg_ao, workdir=tmp_path)
     flag, s1, s2, tindex, freqs = _read(ms)
@@ -122,7 +125,9 @@ def test_agreement_with_aoflagger(runs, tmp_path, capsys):
               f"{flag[outside].mean():.4f}, AOFlagger {flag_ao[outside].mean():.4f}; found "
               f"per kind: engine {found}, AOFlagger {found_ao}")
     for kind in ("narrowband", "burst", "intermittent"):
-        assert found_ao[kind] >= 0.95, found_ao  # the reference sees what was injected
+        # the reference sees what was injected (measured 0.94-0.96 per kind: AOFlagger
+        # alone; the engine's own search reaches 0.93-1.0, its vote lifts it to 1.0)
+        assert found_ao[kind] >= 0.9, found_ao
     assert agree >= 0.98, agree
     assert flag[outside].mean() <= flag_ao[outside].mean() + 0.005
 

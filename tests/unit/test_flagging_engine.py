@@ -56,7 +56,7 @@ def test_disabled_flags_nothing_more():
 
 def test_the_array_vote_extends_a_cell_found_on_many_baselines():
     """A cell the search flagged on 30 % of the baselines is flagged on all; a cell flagged
-    on one baseline (a false alarm) stays on that one."""
+    on one baseline (a false alarm) stays on that one, also where few baselines have data."""
     from engine.flagging import extend_across_baselines
 
     vis, flags, order, ant1, ant2, nt, nbl = _subband(nant=10)
@@ -70,7 +70,20 @@ def test_the_array_vote_extends_a_cell_found_on_many_baselines():
     flags[lone, 9, 1] = True
     extend_across_baselines(flags, before, order, nt, nbl, cross, 0.2)
     assert flags[cross_t3, 7, :].all()
-    assert flags[rows_t3[~cross[rows_t3]]].all()  # autocorrelations as they were
     rows5 = rows_t5[cross[rows_t5]]
     assert flags[lone, 9, 1] and flags[rows5, 9, :].sum() == 1
     assert (flags[cross] & ~before[cross]).sum() == cross_t3.size * 2 + 1
+
+
+def test_a_lone_flag_is_not_carried_where_few_baselines_have_data():
+    from engine.flagging import extend_across_baselines
+
+    vis, flags, order, ant1, ant2, nt, nbl = _subband(nant=10)
+    cross = ant1 != ant2
+    rows_t2 = order[2 * nbl:3 * nbl]
+    rows_t2 = rows_t2[cross[rows_t2]]
+    flags[rows_t2[3:], 5, :] = True  # only 3 baselines have data in this cell
+    before = flags.copy()
+    flags[rows_t2[0], 5, 0] = True  # one of them flags it: 1 / 3 >= 20 %, but alone
+    extend_across_baselines(flags, before, order, nt, nbl, cross, 0.2)
+    assert flags[rows_t2[:3], 5, :].sum() == 1
