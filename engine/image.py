@@ -25,6 +25,7 @@ from engine.config import Config
 from engine import faults, imagers
 from engine.paths import commit_dir, work_folder
 from engine.constants import C_M_S
+from engine.errors import EngineError
 from engine.telescope import primary_beam
 
 log = logging.getLogger(__name__)
@@ -224,7 +225,9 @@ def image_observation(ms: str, out_dir: str, cfg: Config, *, obs_id: str,
 
         try:
             out["photometry"] = measure_products(files, cfg)
-        except Exception as exc:  # noqa: BLE001 - science on top must not cost the image
+        except (KeyError, ValueError, OSError, EngineError, np.linalg.LinAlgError) as exc:
+            # a header without a beam, an unreadable catalogue, a singular beam: the image
+            # stands, the reason goes into its QA
             log.exception("%s: forced photometry failed", obs_id)
             out["photometry_error"] = f"{type(exc).__name__}: {exc}"
     return out

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from kernels.flagging import (flag_plane, robust_background, robust_sigma, sir_line,
-                              sorting_network, sum_threshold_line)
+                              sum_threshold_line)
+from kernels.medians import sorting_network
 
 
 def _sumthreshold_reference(x, mask, chi1, rho, max_m):
