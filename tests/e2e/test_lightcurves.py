@@ -3,8 +3,8 @@ image, eta and V, candidates marked; a driver killed mid-photometry and a rerun 
 duplicate nothing.
 
 The same sky is simulated twice, one sidereal day apart (the same field at the same hour
-angles); on the second day one source is twice as bright and one half as bright
-(``sim.variable``). Expected values come from the simulator's truth of each day.
+angles), with interference and a dead antenna in every observation; on the second day one
+source is twice as bright and one half as bright (``sim.variable``). Expected values come from the simulator's truth of each day.
 """
 
 import json
@@ -27,7 +27,10 @@ SCALE = {"sim.nants": 24, "sim.nchan_per_subband": 4, "sim.ntimes": 6, "sim.nobs
          "sim.nsources": 8, "sim.flux_range_jy": "0.5,2.0", "sim.noise_jy": 1.88,
          "sim.field_radius_deg": 1.0, "sim.seed": 41, "image.imsize": 512,
          "image.max_imsize": 512, "image.cell_arcsec": 24.0, "image.niter": 500,
-         "mosaic.size": 2, "mosaic.overlap": 0, "ray.max_obs_in_flight": 2}
+         "mosaic.size": 2, "mosaic.overlap": 0, "ray.max_obs_in_flight": 2,
+         # what the telescope also does: interference (flagged in conversion) and a dead
+         # antenna, placed afresh in every observation
+         "sim.rfi": "narrowband,burst,dead_antenna", "sim.rfi_sigma": 20.0}
 
 
 def _driver(base, cfg_flat, faults):
