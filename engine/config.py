@@ -140,7 +140,15 @@ SCHEMA: tuple[Field, ...] = (
     F("flag.antenna_max_flagged", float, 0.95,
       "an antenna with more than this fraction of its visibilities flagged is flagged "
       "throughout the subband", minimum=0.0),
-    F("flag.sumthreshold", bool, True, "SumThreshold interference search per baseline"),
+    F("flag.sumthreshold", bool, True, "the interference search (SumThreshold) on or off"),
+    F("flag.search", str, "antenna",
+      "where the engine's SumThreshold runs: antenna (on each antenna's mean normalised "
+      "amplitude over its baselines, after a robust clip per baseline; sqrt(N - 1) more "
+      "sensitive to an emitter all antennas receive, N / 2 times less work) or baseline "
+      "(on every baseline's plane, as AOFlagger does)", choices=("antenna", "baseline")),
+    F("flag.baseline_clip_sigma", float, 7.0,
+      "with flag.search = antenna: a baseline's cell above its median amplitude + this x "
+      "1.4826 x MAD is flagged (what one baseline alone sees; 0: off)", minimum=0.0),
     F("flag.backend", str, "engine",
       "the interference search: engine (numba SumThreshold, kernels/flagging.py) or "
       "aoflagger (the optional GPLv3 aoflagger wheel, its strategy below)",
@@ -171,8 +179,9 @@ SCHEMA: tuple[Field, ...] = (
     F("flag.background_half_chan", int, 3,
       "background running median half-width along frequency (channels)", minimum=0),
     F("flag.extend_baselines", float, 0.2,
-      "a (time, channel) cell the interference search flagged on at least this fraction of "
-      "the baselines is flagged on all of them (0: off)", minimum=0.0),
+      "the array's vote: a (time, channel) cell the interference search found on at least "
+      "this fraction of the antennas (flag.search = antenna) or of the baselines (baseline, "
+      "aoflagger), and on two at least, is flagged on every baseline (0: off)", minimum=0.0),
     F("flag.max_fraction", float, 0.5,
       "an observation with more than this fraction of its cross-correlations flagged is "
       "quarantined, not imaged", minimum=0.0),

@@ -12,6 +12,9 @@ observation's index, so a run is reproducible and a different seed puts it elsew
 ``zeros``         a correlator gap: 2-4 integrations x 4-12 channels of one subband exactly 0
 ``dead_antenna``  one antenna without signal (1e-3 of its normal amplitude), everywhere
 ``dead_pol``      one polarisation of another antenna without signal, everywhere
+``crosstalk``     a line that one baseline alone sees (coupling between two antennas'
+                  electronics): one channel of one subband, every integration, a fixed
+                  phase, on one baseline of two other antennas
 
 Interference adds ``sim.rfi_sigma`` x ``sim.noise_jy`` (1 Jy if there is no noise) of
 amplitude to every cross-correlation in both polarisations, with the phase an emitter on
@@ -21,7 +24,8 @@ to the array's light-crossing time), so V_ab(nu) = A exp(2 pi i nu (d_a - d_b) +
 integration). Unflagged, it biases the calibration as a real emitter does.
 
 Each event is listed with the observation, integrations, subbands, channels (file channel
-index within the subband), antennas (station numbers) and polarisation indices it touched,
+index within the subband), antennas (station numbers: every baseline of them), baselines
+(station pairs: those baselines alone) and polarisation indices it touched,
 so a test can build the exact truth mask without this module.
 """
 
@@ -29,7 +33,8 @@ from __future__ import annotations
 
 import numpy as np
 
-KINDS = ("narrowband", "burst", "intermittent", "zeros", "dead_antenna", "dead_pol")
+KINDS = ("narrowband", "burst", "intermittent", "zeros", "dead_antenna", "dead_pol",
+         "crosstalk")
 DELAY_MAX_S = 9e-6  # about the light-crossing time of the 2.7 km array
 
 
@@ -41,7 +46,7 @@ def plan_events(kinds: list[str], *, ntimes: int, nchan: int, nsubbands: int,
         raise ValueError(f"sim.rfi: unknown kinds {sorted(unknown)}; known: {list(KINDS)}")
     every_t = list(range(ntimes))
     every_c = list(range(nchan))
-    dead = [int(s) for s in rng.choice(stations, size=2, replace=False)]
+    dead = [int(s) for s in rng.choice(stations, size=4, replace=False)]
     out = []
     for kind in kinds:
         ev = {"kind": kind, "obs": obs, "emitter_seed": int(rng.integers(2 ** 31))}
@@ -75,6 +80,9 @@ def plan_events(kinds: list[str], *, ntimes: int, nchan: int, nsubbands: int,
         elif kind == "dead_pol":
             ev.update(subbands=list(range(nsubbands)), times=every_t, channels=every_c,
                       antennas=[dead[1]], pols=[int(rng.integers(2))])
+        elif kind == "crosstalk":
+            ev.update(subbands=[sb], times=every_t, channels=[int(rng.integers(nchan))],
+                      baselines=[sorted(dead[2:4])])
         if ev["times"]:
             out.append(ev)
     return out
@@ -105,6 +113,13 @@ def inject(vis, events: list[dict], sb: int, time_index, ant1, ant2, amplitude: 
             vis[np.ix_(rows, chans)] = 0
             continue
         erng = np.random.default_rng(ev["emitter_seed"])
+        if ev["kind"] == "crosstalk":
+            (a, b), = ev["baselines"]
+            on = rows[((ant1[rows] == a) & (ant2[rows] == b))
+                      | ((ant1[rows] == b) & (ant2[rows] == a))]
+            v = np.complex64(amplitude * np.exp(1j * erng.uniform(0, 2 * np.pi)))
+            vis[np.ix_(on, chans)] += v
+            continue
         delay = dict(zip(stations, erng.uniform(-DELAY_MAX_S, DELAY_MAX_S, len(stations))))
         phi_t = erng.uniform(0, 2 * np.pi, int(np.max(time_index)) + 1)
         d = np.array([delay[a] - delay[b] for a, b in zip(ant1[rows], ant2[rows])])

@@ -28,6 +28,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from engine import config, scheduler, simulate
+from engine.interference import KINDS
 from engine.registry import Registry
 
 # each run (simulate, convert, calibrate, image, mosaic) takes 3-10 min on 2 cores
@@ -59,8 +60,7 @@ RUNS = {
 # observations (the calibrator's too), otherwise the one_deg run (same sky, noise, gains;
 # WSClean when installed, much faster than tclean here)
 CLEAN_TWIN = "one_deg"
-INTERFERENCE = {**RUNS[CLEAN_TWIN], "sim.rfi": "narrowband,burst,intermittent,zeros,"
-                "dead_antenna,dead_pol", "sim.rfi_sigma": 50.0}
+INTERFERENCE = {**RUNS[CLEAN_TWIN], "sim.rfi": ",".join(KINDS), "sim.rfi_sigma": 50.0}
 EXTRA_RUNS = {"interference": INTERFERENCE,
               "interference_unflagged": {**INTERFERENCE, "flag.enabled": False}}
 _DONE: dict = {}

@@ -60,6 +60,9 @@ def _truth_masks(cfg, truth, s1, s2, tindex, freqs, shape):
         rows = cross & np.isin(tindex, ev["times"])
         if "antennas" in ev:
             rows &= np.isin(s1, ev["antennas"]) | np.isin(s2, ev["antennas"])
+        if "baselines" in ev:
+            rows &= np.logical_or.reduce([((s1 == a) & (s2 == b)) | ((s1 == b) & (s2 == a))
+                                          for a, b in ev["baselines"]])
         pols = ev.get("pols", [0, 1])
         for p in pols:
             m[np.ix_(np.flatnonzero(rows), chans, [p])] = True
@@ -194,9 +197,10 @@ def test_an_observation_flagged_beyond_the_limit_is_quarantined(tmp_path, capsys
     summary = scheduler.run(cfg, tmp_path)
     ray.shutdown()
     obs = Registry(tmp_path / "registry.sqlite").rows("observations")[0]
-    # one dead antenna of 10: 9 of 45 baselines = 20 % of the cross-correlations
+    # one dead antenna of 10: 9 of 45 baselines = 20 % of the cross-correlations; the
+    # search's false alarms on these 3 x 2-cell planes add at most a few tenths of a percent
     assert obs["state"] == "quarantined"
-    assert obs["flag_fraction"] == pytest.approx(0.2, abs=0.01)
+    assert 0.2 <= obs["flag_fraction"] < 0.22
     assert "% of the cross-correlations are flagged (flag.max_fraction 10%)" in obs["error"]
     assert "dead antennas [" in obs["error"] and list(summary.failed) == [obs["obs_id"]]
     capsys.readouterr()
