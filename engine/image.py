@@ -24,6 +24,7 @@ from engine.casaenv import import_casatools
 from engine.config import Config
 from engine import faults, imagers
 from engine.paths import commit_dir, work_folder
+from engine.quicklook import catalogue_marks, render
 from engine.constants import C_M_S
 from engine.errors import EngineError
 from engine.telescope import primary_beam
@@ -168,6 +169,7 @@ def _image_into(work: Path, ms: str, cfg: Config, obs_id: str, caltables, ct, ca
         h["CFGHASH"] = cfg.digest()
         h["BUNIT"] = "Jy/beam"
         beam = (h.get("BMAJ", np.nan) * 3600, h.get("BMIN", np.nan) * 3600, h.get("BPA", np.nan))
+        img_hdr = h.copy()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FITSFixedWarning)
             wcs = WCS(h).celestial
@@ -191,7 +193,7 @@ def _image_into(work: Path, ms: str, cfg: Config, obs_id: str, caltables, ct, ca
                              cell_arcsec=cell, imsize=imsize, weighting=cfg.image.weighting,
                              robust=cfg.image.robust)
     png_path = work / f"{obs_id}.png"
-    quicklook(data, png_path, title=obs_id, beam_arcsec=beam, cell_arcsec=cell)
+    render(data, img_hdr, png_path, title=obs_id, sources=catalogue_marks(cfg))
     thermal = noise["thermal_jy"]
     qa = {"backend": backend, "rms_jy": rms, "peak_jy": peak,
           "dynamic_range": peak / resid_rms if resid_rms > 0 else None,
@@ -231,34 +233,3 @@ def image_observation(ms: str, out_dir: str, cfg: Config, *, obs_id: str,
             log.exception("%s: forced photometry failed", obs_id)
             out["photometry_error"] = f"{type(exc).__name__}: {exc}"
     return out
-
-
-def quicklook(data, png_path, *, title, beam_arcsec, cell_arcsec):
-    """PNG with a colour bar (Jy/beam) and the restoring beam drawn to scale."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Ellipse
-
-    rms = _mad_rms(data)
-    ny, nx = data.shape
-    width = 7.0 if nx <= ny else min(14.0, 4.0 + 7.0 * nx / ny)
-    fig, ax = plt.subplots(figsize=(width, 6.0))
-    # stretch to the faint sky: a bright calibrator must not hide everything else
-    top = float(np.nanmax(data)) if np.isfinite(np.nanmax(data)) else 1.0
-    vmax = min(top, max(30 * rms, float(np.nanpercentile(data, 99.9))))
-    cmap = matplotlib.colormaps["inferno"].copy()
-    cmap.set_bad("0.3")
-    im = ax.imshow(data, origin="lower", cmap=cmap, vmin=-3 * rms, vmax=vmax)
-    fig.colorbar(im, ax=ax, label="Jy/beam")
-    bmaj, bmin, bpa = beam_arcsec
-    if np.isfinite(bmaj):
-        n = data.shape[0]
-        ax.add_patch(Ellipse((0.08 * n, 0.08 * n), bmin / cell_arcsec, bmaj / cell_arcsec,
-                             angle=bpa, fc="none", ec="cyan"))
-    ax.set_title(title)
-    ax.set_xlabel("pixel (RA)")
-    ax.set_ylabel("pixel (Dec)")
-    fig.savefig(png_path, dpi=80)
-    plt.close(fig)

@@ -26,7 +26,8 @@ from engine import __version__, faults
 from engine.config import Config
 from engine.errors import StaleProductError
 from engine.beams import common_beam, convolve_to
-from engine.image import INNER_PB, _mad_rms, quicklook
+from engine.image import INNER_PB, _mad_rms
+from engine.quicklook import catalogue_marks, render
 from engine.paths import commit_dir, work_folder
 from kernels.mosaic import accumulate
 
@@ -171,9 +172,7 @@ def _write_mosaic(work: Path, members: list, cfg: Config, mosaic_id: str):
             qa.update(residual_rms_jy=_mad_rms(resid_mosaic[inner]),
                       thermal_jy=float(np.median(thermal[inner])), thermal_ratio=ratio)
     ppath = work / names["png"]
-    bdeg = beam or (np.nan, np.nan, 0.0)
-    quicklook(np.nan_to_num(mosaic), ppath, title=mosaic_id,
-              beam_arcsec=(bdeg[0] * 3600, bdeg[1] * 3600, bdeg[2]), cell_arcsec=cell * 3600)
+    render(mosaic, hdr, ppath, title=mosaic_id, sources=catalogue_marks(cfg))
     return names, qa, mosaic, beam, cell
 
 

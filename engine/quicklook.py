@@ -1,0 +1,128 @@
+"""Quick-look PNGs of images and mosaics: RA/Dec axes, a stretch for faint and bright sky,
+the restoring beam, the catalogue's sources circled.
+
+The stretch is asinh (Lupton et al. 1999): linear within a few times the noise, logarithmic
+above, so a 5 sigma source and a 1000 sigma calibrator are both visible in one picture.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SOFTENING_SIGMA = 3.0  # the asinh stretch turns from linear to logarithmic here (x rms)
+FLOOR_SIGMA = 3.0  # black below -3 rms
+
+
+def robust_rms(data) -> float:
+    """1.4826 x the median absolute deviation of the finite pixels (Jy/beam); 0 if none."""
+    x = np.asarray(data, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(x - np.median(x))))
+
+
+def asinh_levels(data, rms: float) -> tuple[float, float, float]:
+    """(vmin, vmax, a) of the stretch y = asinh(x / a) / asinh(1 / a), x = (d - vmin) /
+    (vmax - vmin): vmin = -FLOOR_SIGMA rms, vmax the brightest pixel, a such that the
+    stretch turns at SOFTENING_SIGMA rms above zero."""
+    finite = np.asarray(data)[np.isfinite(data)]
+    top = float(finite.max()) if finite.size else 1.0
+    rms = rms if rms > 0 else max(abs(top), 1.0) * 1e-3
+    vmin = -FLOOR_SIGMA * rms
+    vmax = max(top, vmin + 10 * rms)
+    return vmin, vmax, SOFTENING_SIGMA * rms / (vmax - vmin)
+
+
+def stretch(values, vmin: float, vmax: float, a: float) -> np.ndarray:
+    """The display level in [0, 1] of ``values`` (Jy/beam) under ``asinh_levels``."""
+    x = np.clip((np.asarray(values, dtype=float) - vmin) / (vmax - vmin), 0.0, 1.0)
+    return np.arcsinh(x / a) / np.arcsinh(1.0 / a)
+
+
+def catalogue_marks(cfg) -> list[tuple[str, float, float]]:
+    """(name, ra_deg, dec_deg) of the reference catalogue (``engine.photometry.catalogue``);
+    empty, with a warning, when it cannot be read (a picture is no reason to fail)."""
+    from engine.errors import EngineError
+    from engine.photometry import catalogue
+
+    try:
+        return [(s.name, float(np.degrees(s.ra_rad)), float(np.degrees(s.dec_rad)))
+                for s in catalogue(cfg)]
+    except EngineError as exc:
+        log.warning("quick-look without catalogue marks: %s", exc)
+        return []
+
+
+def render(data, header, png_path: Path, *, title: str, sources=(), circle_deg=None) -> Path:
+    """Write a PNG of a 2-D image (Jy/beam) with the celestial WCS of ``header`` (see
+    ``figure``), cropped to its content."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(data, header, title=title, sources=sources, circle_deg=circle_deg)
+    png_path = Path(png_path)
+    fig.savefig(png_path, dpi=100, bbox_inches="tight", pad_inches=0.05)
+    plt.close(fig)
+    return png_path
+
+
+def figure(data, header, *, title: str, sources=(), circle_deg=None):
+    """The quick-look figure (matplotlib, Agg) of a 2-D image (Jy/beam) on RA/Dec axes.
+
+    sources: (name, ra_deg, dec_deg) to circle where they fall on finite pixels, radius
+    ``circle_deg`` (default two restoring beams, or 1 % of the field). The restoring beam
+    (BMAJ, BMIN, BPA in degrees in the header) is drawn to scale in the lower left.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from astropy.visualization import AsinhStretch, ImageNormalize
+    from astropy.wcs import WCS, FITSFixedWarning
+    from matplotlib.patches import Circle, Ellipse
+
+    data = np.asarray(np.squeeze(data), dtype=float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        wcs = WCS(header).celestial
+    ny, nx = data.shape
+    rms = robust_rms(data)
+    vmin, vmax, a = asinh_levels(data, rms)
+    norm = ImageNormalize(vmin=vmin, vmax=vmax, stretch=AsinhStretch(a), clip=True)
+    width = 6.4 * min(2.5, max(1.0, nx / ny))
+    fig = plt.figure(figsize=(width + 1.2, 6.4))
+    ax = fig.add_subplot(projection=wcs)
+    cmap = matplotlib.colormaps["inferno"].with_extremes(bad="0.25")
+    im = ax.imshow(data, origin="lower", cmap=cmap, norm=norm, interpolation="nearest")
+    ax.coords[0].set_axislabel("RA (J2000)")
+    ax.coords[1].set_axislabel("Dec (J2000)")
+    ax.coords[0].set_major_formatter("hh:mm")
+    ax.coords[1].set_major_formatter("dd:mm")
+    ax.set_title(f"{title}   rms {rms * 1e3:.2f} mJy/beam", fontsize=10)
+    bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    bar.set_label("Jy/beam (asinh)")
+    cell = abs(float(np.mean(np.abs(np.diag(wcs.pixel_scale_matrix)))))  # deg per pixel
+    bmaj, bmin, bpa = (header.get(k) for k in ("BMAJ", "BMIN", "BPA"))
+    if bmaj and bmin and np.isfinite(bmaj) and cell > 0:
+        pad = max(3.0, 1.5 * bmaj / cell)
+        ax.add_patch(Ellipse((pad, pad), bmin / cell, bmaj / cell, angle=bpa or 0.0,
+                             fc="none", ec="cyan", lw=1.2))
+    radius = circle_deg or (2 * bmaj if bmaj else 0.01 * max(nx, ny) * cell)
+    if len(sources) and cell > 0:
+        names, ra, dec = zip(*sources)
+        x, y = wcs.all_world2pix(np.asarray(ra, float), np.asarray(dec, float), 0)
+        for name, xi, yi in zip(names, x, y):
+            i, j = int(round(yi)), int(round(xi))
+            if 0 <= i < ny and 0 <= j < nx and np.isfinite(data[i, j]):
+                ax.add_patch(Circle((xi, yi), radius / cell, fc="none", ec="lime", lw=0.8))
+                ax.annotate(name, (xi, yi + radius / cell), color="lime", fontsize=6,
+                            ha="center", va="bottom")
+    ax.set_xlim(-0.5, nx - 0.5)
+    ax.set_ylim(-0.5, ny - 0.5)
+    return fig

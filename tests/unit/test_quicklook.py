@@ -1,0 +1,54 @@
+"""Quick-look PNGs: the stretch shows faint and bright sky at once, the axes are RA/Dec,
+the catalogue's sources on the image are circled, and the picture is cropped to content."""
+
+import numpy as np
+from astropy.wcs import WCS
+
+from engine.quicklook import asinh_levels, figure, render, robust_rms, stretch
+
+
+def _image(n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---SIN", "DEC--SIN"]
+    w.wcs.crval = [150.0, 71.6]
+    w.wcs.crpix = [n / 2 + 1, n / 2 + 1]
+    w.wcs.cdelt = [-20 / 3600, 20 / 3600]
+    hdr = w.to_header()
+    hdr["BMAJ"], hdr["BMIN"], hdr["BPA"] = 60 / 3600, 40 / 3600, 30.0
+    data = rng.normal(0, 1e-3, (n, n))
+    data[100, 100] = 1.0  # 1000 sigma
+    data[50, 150] = 5e-3  # 5 sigma
+    return data, hdr, w
+
+
+def test_faint_and_bright_are_both_visible():
+    data, hdr, _ = _image()
+    rms = robust_rms(data)
+    assert abs(rms - 1e-3) < 1e-4  # against the noise the image was made with
+    vmin, vmax, a = asinh_levels(data, rms)
+    faint, bright, noise = stretch([5 * rms, data.max(), rms], vmin, vmax, a)
+    assert bright == 1.0
+    assert faint > 0.2 and noise < 0.2 < faint  # a linear stretch puts 5 sigma at 0.008
+    assert (faint - noise) / (8 * rms / (vmax - vmin)) > 10
+
+
+def test_axes_circles_beam_and_crop(tmp_path):
+    data, hdr, w = _image()
+    ra_in, dec_in = w.all_pix2world([[150, 50], [30, 170]], 0).T
+    sources = [("IN1", ra_in[0], dec_in[0]), ("IN2", ra_in[1], dec_in[1]),
+               ("OUT", 150.0, 60.0)]
+    fig = figure(data, hdr, title="t", sources=sources)
+    ax = fig.axes[0]
+    assert ax.coords[0].get_axislabel() == "RA (J2000)"
+    assert ax.coords[1].get_axislabel() == "Dec (J2000)"
+    kinds = [type(p).__name__ for p in ax.patches]
+    assert kinds.count("Circle") == 2 and kinds.count("Ellipse") == 1
+    png = render(data, hdr, tmp_path / "q.png", title="t", sources=sources)
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(png)[..., :3]
+    white = (img > 0.99).all(axis=2)
+    # cropped: no fully white row or column along the picture's edges beyond the margin
+    for edge in (white[:8], white[-8:], white[:, :8].T, white[:, -8:].T):
+        assert not edge.all(axis=1).all()
