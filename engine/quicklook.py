@@ -118,6 +118,8 @@ def figure(data, header, *, title: str, sources=(), circle_deg=None):
         names, ra, dec = zip(*sources)
         x, y = wcs.all_world2pix(np.asarray(ra, float), np.asarray(dec, float), 0)
         for name, xi, yi in zip(names, x, y):
+            if not (np.isfinite(xi) and np.isfinite(yi)):
+                continue  # the far side of the sky has no place in this projection
             i, j = int(round(yi)), int(round(xi))
             if 0 <= i < ny and 0 <= j < nx and np.isfinite(data[i, j]):
                 ax.add_patch(Circle((xi, yi), radius / cell, fc="none", ec="lime", lw=0.8))

@@ -87,7 +87,7 @@ def test_verified_members_are_released_and_published(ten_imaged):
     key, step = driver.inflight.pop(ref)
     driver.complete(ref, key, step)
     (mos,) = driver.reg.db["mosaics"].rows
-    assert mos["state"] == "published"
+    assert mos["state"] == "published", mos["error"]
     data = fits.getdata(mos["path"])
     # the flat 1 Jy sky seen through each beam comes back as 1 Jy where covered
     assert np.nanmedian(data) == pytest.approx(1.0, abs=0.01)

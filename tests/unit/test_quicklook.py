@@ -37,7 +37,7 @@ def test_axes_circles_beam_and_crop(tmp_path):
     data, hdr, w = _image()
     ra_in, dec_in = w.all_pix2world([[150, 50], [30, 170]], 0).T
     sources = [("IN1", ra_in[0], dec_in[0]), ("IN2", ra_in[1], dec_in[1]),
-               ("OUT", 150.0, 60.0)]
+               ("OUT", 150.0, 60.0), ("FAR SIDE", 330.0, -71.6)]
     fig = figure(data, hdr, title="t", sources=sources)
     ax = fig.axes[0]
     assert ax.coords[0].get_axislabel() == "RA (J2000)"
