@@ -204,6 +204,37 @@ SCHEMA: tuple[Field, ...] = (
       "... and V (fractional rms) exceeds this ...", minimum=0.0),
     F("photometry.min_measurements", int, 2, "... over at least this many measurements",
       minimum=2),
+    # source finding and catalogue QA (docs/SCIENCE.md)
+    F("sources.enabled", bool, True,
+      "find sources in every image and mosaic; the catalogue is a product file"),
+    F("sources.finder", str, "pybdsf",
+      "pybdsf (PyBDSF) or aegean (BANE + Aegean); docs/SCIENCE.md has the comparison",
+      choices=("pybdsf", "aegean")),
+    F("sources.innerclip", float, 5.0,
+      "a source's peak is at least this many local sigmas (PyBDSF thresh_pix, Aegean "
+      "seedclip)", minimum=1.0),
+    F("sources.outerclip", float, 3.0,
+      "its island extends down to this many local sigmas (thresh_isl, floodclip)",
+      minimum=1.0),
+    F("sources.min_pb", float, 0.2,
+      "keep a source only where the image's primary-beam response is at least this",
+      minimum=0.0),
+    F("sources.match_radius_beams", float, 0.5,
+      "a detection matches a reference source within this many restoring-beam major axes",
+      minimum=0.0),
+    F("sources.qa_min_snr", float, 10.0,
+      "reference sources predicted at least this many sigmas bright (apparent) are the "
+      "ones the matched fraction and flux ratio use", minimum=0.0),
+    F("sources.qa_min_matches", int, 3,
+      "with fewer matched reference sources the flux and position QA is recorded but does "
+      "not decide publication", minimum=1),
+    F("sources.qa_flux_ratio_min", float, 0.85,
+      "a product whose median flux ratio (found / reference) is below this is not "
+      "published", minimum=0.0),
+    F("sources.qa_flux_ratio_max", float, 1.15, "... or above this", minimum=0.0),
+    F("sources.qa_max_offset_beams", float, 0.25,
+      "... or whose median position offset from the reference exceeds this many beam "
+      "major axes", minimum=0.0),
     # conversion
     F("convert.phasing", str, "meridian", "meridian: one field per integration; single: "
       "rephase to one centre", choices=("meridian", "single")),

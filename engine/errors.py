@@ -69,3 +69,7 @@ class StorageError(EngineError):
 # Errors that say the INPUT is bad: the observation is quarantined (a rerun will not help).
 # Every other failure leaves it 'failed', and a later run retries it (driver.max_attempts).
 BAD_INPUT = (InputFileError, ObservationError, PathSafetyError)
+
+
+class SourceFindingError(EngineError):
+    """The source finder failed on an image (the image stands; the reason is recorded)."""

@@ -194,6 +194,12 @@ def _image_into(work: Path, ms: str, cfg: Config, obs_id: str, caltables, ct, ca
                              robust=cfg.image.robust)
     png_path = work / f"{obs_id}.png"
     render(data, img_hdr, png_path, title=obs_id, sources=catalogue_marks(cfg))
+    names = {"image": fits_path.name, "residual": resid_path.name, "pb": pb_path.name,
+             "png": png_path.name}
+    sources = find_catalogue(fits_path, pb_path, work / f"{obs_id}.sources.fits",
+                             product_id=f"image:{obs_id}", cfg=cfg)
+    if "n" in sources:
+        names["catalogue"] = f"{obs_id}.sources.fits"
     thermal = noise["thermal_jy"]
     qa = {"backend": backend, "rms_jy": rms, "peak_jy": peak,
           "dynamic_range": peak / resid_rms if resid_rms > 0 else None,
@@ -204,8 +210,32 @@ def _image_into(work: Path, ms: str, cfg: Config, obs_id: str, caltables, ct, ca
           "bmaj_arcsec": beam[0], "bmin_arcsec": beam[1], "bpa_deg": beam[2],
           "cell_arcsec": cell, "imsize": imsize, "imager_s": t_img,
           "image_s": time.perf_counter() - t0}
-    return qa, {"image": fits_path.name, "residual": resid_path.name, "pb": pb_path.name,
-                "png": png_path.name}
+    if sources:
+        qa["sources"] = sources
+    return qa, names
+
+
+def find_catalogue(image: Path, pb: Path | None, out_path: Path, *, product_id: str,
+                   cfg: Config) -> dict:
+    """The source catalogue of an image or mosaic (``engine.catalogue.catalogue_product``)
+    written to ``out_path``, the finder's maps in a scratch folder that is removed. Returns
+    its QA entry: {"n", "finder", "seconds", "qa"}; {"error": reason} when the finder failed
+    (the image stands, the reason goes into its QA); {} when ``sources.enabled`` is off."""
+    import tempfile
+
+    from engine.catalogue import catalogue_product
+    from engine.errors import SourceFindingError
+
+    if not cfg.sources.enabled:
+        return {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="sourcefind.") as scratch:
+            return catalogue_product(image, pb, Path(scratch), out_path,
+                                     product_id=product_id, cfg=cfg)
+    except SourceFindingError as exc:
+        log.error("%s: source finding failed: %s", product_id, exc)
+        out_path.unlink(missing_ok=True)
+        return {"error": str(exc)}
 
 
 def image_observation(ms: str, out_dir: str, cfg: Config, *, obs_id: str,

@@ -26,7 +26,7 @@ from engine import __version__, faults
 from engine.config import Config
 from engine.errors import StaleProductError
 from engine.beams import common_beam, convolve_to
-from engine.image import INNER_PB, _mad_rms
+from engine.image import INNER_PB, _mad_rms, find_catalogue
 from engine.quicklook import catalogue_marks, render
 from engine.paths import commit_dir, work_folder
 from kernels.mosaic import accumulate
@@ -173,6 +173,13 @@ def _write_mosaic(work: Path, members: list, cfg: Config, mosaic_id: str):
                       thermal_jy=float(np.median(thermal[inner])), thermal_ratio=ratio)
     ppath = work / names["png"]
     render(mosaic, hdr, ppath, title=mosaic_id, sources=catalogue_marks(cfg))
+    # the mosaic is primary-beam corrected already: no response to divide by
+    sources = find_catalogue(work / names["mosaic"], None, work / f"{mosaic_id}.sources.fits",
+                             product_id=mosaic_id, cfg=cfg)
+    if sources:
+        qa["sources"] = sources
+    if "n" in sources:
+        names["catalogue"] = f"{mosaic_id}.sources.fits"
     return names, qa, mosaic, beam, cell
 
 

@@ -51,8 +51,10 @@ def register_mosaic(reg: Registry, manifest: dict, stage_root: Path) -> str:
 
 
 def qa_check(cfg: Config, qa: dict) -> tuple[bool, str]:
-    """(passes, reason): a finite dynamic range above its floor, and a residual within
-    ``image.max_thermal_ratio`` of the data's thermal noise where that was measured."""
+    """(passes, reason): a finite dynamic range above its floor, a residual within
+    ``image.max_thermal_ratio`` of the data's thermal noise where that was measured, and
+    the source catalogue's flux ratio and offset against the reference catalogue within
+    ``sources.qa_*`` where enough reference sources were matched to judge."""
     dr = qa.get("dynamic_range")
     if dr is None or not dr == dr:
         return False, "no finite dynamic range (empty or NaN image)"
@@ -65,6 +67,9 @@ def qa_check(cfg: Config, qa: dict) -> tuple[bool, str]:
         return False, (f"residual rms {qa['residual_rms_jy']:.3g} Jy/beam is {ratio:.2f} x the "
                        f"data's thermal estimate {qa['thermal_jy']:.3g} (limit "
                        f"{cfg.image.max_thermal_ratio})")
+    cat = (qa.get("sources") or {}).get("qa") or {}
+    if cat.get("judged") and not cat.get("passes"):
+        return False, cat["reason"]
     extra = f", residual/thermal {ratio:.2f}" if ratio is not None else ""
     return True, f"dynamic range {dr:.1f}{extra}"
 
