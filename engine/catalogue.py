@@ -175,18 +175,19 @@ def reference_qa(rows: list[dict], image: Path, pb: Path | None, reference,
 def catalogue_product(image: Path, pb: Path | None, work: Path, out_path: Path, *,
                       product_id: str, cfg: Config) -> dict:
     """Find sources in ``image``, write the catalogue to ``out_path`` and QA it against the
-    reference catalogue (``engine.photometry.catalogue``). Returns {"n", "finder",
-    "seconds", "qa"}; raises SourceFindingError (the image stands, the caller records it).
+    reference catalogue (``engine.photometry.catalogue``). Returns {"n", "n_narrow",
+    "finder", "seconds", "qa"}; raises SourceFindingError (the image stands, the caller records it).
     """
     from engine.photometry import catalogue
 
     t0 = time.perf_counter()
     sc = cfg.sources
     found = find_sources(image, pb, work, finder=sc.finder, innerclip=sc.innerclip,
-                         outerclip=sc.outerclip, min_pb=sc.min_pb if pb is not None else 0.0)
+                         outerclip=sc.outerclip, min_pb=sc.min_pb if pb is not None else 0.0,
+                         min_size_beam=sc.min_size_beam)
     write_catalogue(found["rows"], out_path, image_hdr=fits.getheader(image),
                     product_id=product_id, image_name=Path(image).name, finder=sc.finder,
                     cfg=cfg)
     qa = reference_qa(found["rows"], image, pb, catalogue(cfg), cfg)
-    return {"n": len(found["rows"]), "finder": sc.finder, "qa": qa,
-            "seconds": time.perf_counter() - t0}
+    return {"n": len(found["rows"]), "n_narrow": found["n_narrow"], "finder": sc.finder,
+            "qa": qa, "seconds": time.perf_counter() - t0}

@@ -216,6 +216,9 @@ SCHEMA: tuple[Field, ...] = (
     F("sources.outerclip", float, 3.0,
       "its island extends down to this many local sigmas (thresh_isl, floodclip)",
       minimum=1.0),
+    F("sources.min_size_beam", float, 0.5,
+      "a component fitted narrower than this fraction of the restoring beam (either axis) "
+      "is not a source (clean artefacts, noise streaks) and is dropped", minimum=0.0),
     F("sources.min_pb", float, 0.2,
       "keep a source only where the image's primary-beam response is at least this",
       minimum=0.0),

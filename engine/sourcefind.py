@@ -132,14 +132,16 @@ def _flat_copy(image: Path, work: Path) -> Path:
 
 
 def find_sources(image: Path, pb: Path | None, work: Path, *, finder: str = "aegean",
-                 innerclip: float = 5.0, outerclip: float = 4.0,
-                 min_pb: float = 0.0) -> dict:
+                 innerclip: float = 5.0, outerclip: float = 3.0, min_pb: float = 0.0,
+                 min_size_beam: float = 0.5) -> dict:
     """Components in ``image`` (FITS, Jy/beam, with BMAJ/BMIN/BPA), corrected by ``pb``
     (FITS response on the same grid; None: none). work: a folder for the finder's maps.
 
     innerclip: a component's peak must be at least this many local sigmas (seed); outerclip:
-    its island extends down to this many. Returns {"rows", "finder", "seconds",
-    "innerclip", "outerclip"}; raises SourceFindingError naming the image on failure."""
+    its island extends down to this many. A component fitted narrower than min_size_beam
+    of the restoring beam (major or minor axis) is dropped and counted. Returns {"rows",
+    "finder", "seconds", "innerclip", "outerclip", "n_narrow"}; raises SourceFindingError
+    naming the image on failure."""
     if finder not in FINDERS:
         raise SourceFindingError(f"sources.finder {finder!r}: not one of {FINDERS}")
     image, work = Path(image), Path(work)
@@ -154,6 +156,14 @@ def find_sources(image: Path, pb: Path | None, work: Path, *, finder: str = "aeg
     rows = [{k: float(v) for k, v in r.items()} for r in rows]
     for r in rows:
         r["snr"] = r["peak_jy"] / r["rms_jy"] if r["rms_jy"] > 0 else float("nan")
+    # the sky seen through the restoring beam is never narrower than the beam: a component
+    # fitted narrower than min_size_beam of it (a clean artefact, a noise streak) is no source
+    hdr = fits.getheader(flat)
+    bmaj, bmin = hdr["BMAJ"] * 3600, hdr["BMIN"] * 3600
+    n_all = len(rows)
+    rows = [r for r in rows if r["a_arcsec"] >= min_size_beam * bmaj
+            and r["b_arcsec"] >= min_size_beam * bmin]
+    n_narrow = n_all - len(rows)
     if pb is not None and rows:
         pdata = np.squeeze(fits.getdata(pb)).astype(float)
         _, wcs = _celestial(Path(pb))
@@ -175,4 +185,4 @@ def find_sources(image: Path, pb: Path | None, work: Path, *, finder: str = "aeg
         for r in rows:
             r["pb"] = 1.0
     return {"rows": rows, "finder": finder, "innerclip": innerclip, "outerclip": outerclip,
-            "seconds": time.perf_counter() - t0}
+            "n_narrow": n_narrow, "seconds": time.perf_counter() - t0}
