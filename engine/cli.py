@@ -38,6 +38,7 @@ def _status(cfg, base: Path, as_json: bool) -> int:
     out["caltables"] = reg.count("caltables")
     out["images"] = reg.count("images")
     out["flagging"] = reg.flag_summary()
+    out["science"] = reg.science_summary()
     last = reg.last_reconcile()
     out["reconcile"] = None if last is None else {
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last["at"])),

@@ -128,3 +128,47 @@ def figure(data, header, *, title: str, sources=(), circle_deg=None):
     ax.set_xlim(-0.5, nx - 0.5)
     ax.set_ylim(-0.5, ny - 0.5)
     return fig
+
+
+def light_curve_png(name: str, curve: list[dict], stats: dict, png_path: Path) -> Path:
+    """A source's light curve: flux density (Jy, primary-beam corrected) with its 1-sigma
+    errors against the observation's MJD, the weighted mean as a line, eta and V in the
+    title. curve: measurements in time order (mjd, flux_jy, err_jy). Written atomically
+    (a reader never sees half a PNG)."""
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mjd = np.array([m["mjd"] for m in curve])
+    f = np.array([m["flux_jy"] for m in curve])
+    e = np.array([m["err_jy"] for m in curve])
+    w = 1 / np.maximum(e, 1e-12) ** 2
+    mean = float(np.sum(w * f) / np.sum(w))
+    fig, ax = plt.subplots(figsize=(7.0, 3.6))
+    t0 = np.floor(mjd.min())
+    ax.errorbar(mjd - t0, f, yerr=e, fmt="o", ms=4, capsize=2, color="C0")
+    ax.axhline(mean, color="0.5", lw=0.8, ls="--", label=f"weighted mean {mean:.3g} Jy")
+    ax.set_xlabel(f"MJD - {t0:.0f}")
+    ax.set_ylabel("flux density (Jy)")
+    eta, v = stats.get("eta"), stats.get("v")
+    ax.set_title(f"{name}   n = {len(curve)}, eta = {eta:.3g}, V = {v:.3g}"
+                 if eta is not None and v is not None else f"{name}   n = {len(curve)}",
+                 fontsize=10)
+    ax.legend(fontsize=8, loc="best")
+    png_path = Path(png_path)
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = png_path.with_name(f".{png_path.name}.tmp")
+    fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight", pad_inches=0.05)
+    plt.close(fig)
+    os.replace(tmp, png_path)
+    return png_path
+
+
+def safe_name(name: str) -> str:
+    """A source name as a file name: characters other than letters, digits, + - . _ -> _."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9+\-._]", "_", name) or "_"

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 MS_EXPECTED = (ObsState.CONVERTED, ObsState.CALIBRATING, ObsState.AWAITING_CALIBRATION,
                ObsState.IMAGING, ObsState.IMAGED, ObsState.MOSAICKED)
 # folders the engine makes to hold other things (never orphans themselves)
-CONTAINERS = ("mosaics",)
+CONTAINERS = ("mosaics", "lightcurves")
 
 
 @dataclass
@@ -153,6 +153,10 @@ def check(reg: Registry, areas: Areas, *, deep: bool = False, progress=None) -> 
                 None if in_place else m.get("sha256"))
     for f in reg.files_with(FileStatus.OK):
         c.check("files", f["path"], Path(f["path"]), f["size"], None)
+    for src in reg.sources(variable_only=True):  # candidates' light-curve PNGs
+        if src.get("png_path"):
+            known_files.add(Path(src["png_path"]).resolve())
+            c.check("sources", src["name"], Path(src["png_path"]), None, src["png_sha256"])
     c.report.problems += _orphans(reg, areas, known_files, known_dirs)
     c.report.seconds = time.perf_counter() - t0
     return c.report
@@ -229,6 +233,9 @@ def repair(reg: Registry, areas: Areas, report: Report, *, registered: bool = Tr
                         "reprocessing their calibrator observation")
         elif table == "files":
             done.append(f"{key}: not repaired: an input file is the telescope's, not ours")
+        elif table == "sources":
+            done.append(f"{key}: light-curve PNG redrawn by the next run (every run redraws "
+                        "the candidates')")
     if delete_orphans:
         for p in report.problems:
             if p.what == "orphan":

@@ -34,7 +34,7 @@ from engine.errors import (BAD_INPUT, EngineError, IllegalTransition, RegistryEr
                            StaleProductError)
 from engine.flagging import summarise
 from engine.mosaic_release import MosaicRelease
-from engine.paths import confine, verify
+from engine.paths import confine, digest, verify
 from engine.publish import (image_data_id, register_image, register_mosaic,
                             validate_and_publish)
 from engine.recovery import retry_failed, take_back_abandoned
@@ -484,11 +484,23 @@ class Driver:
         published images and mark the candidates (engine.variability)."""
         from engine.variability import light_curve_stats
 
+        curves = self.reg.light_curves(names)
         rows = [{"name": name, **light_curve_stats(curve, self.cfg)}
-                for name, curve in self.reg.light_curves(names).items()]
+                for name, curve in curves.items()]
         for r in self.reg.set_source_stats(rows):
             log.info("new variable candidate %s: eta %.1f, V %.2f over %d measurements",
                      r["name"], r["eta"], r["v"], r["n"])
+        for r in rows:  # a candidate's light curve is a product, redrawn as it grows
+            if r["variable"]:
+                self.write_light_curve(r["name"], curves[r["name"]], r)
+
+    def write_light_curve(self, name: str, curve: list[dict], stats: dict):
+        """products/lightcurves/<name>.png (atomic), then its path and sha256 recorded."""
+        from engine.quicklook import light_curve_png, safe_name
+
+        path = light_curve_png(name, curve, stats, self.areas.products / "lightcurves"
+                               / f"{safe_name(name)}.png")
+        self.reg.set_light_curve_png(name, str(path), digest(path)[0])
 
     def settle_stage(self, obs_id: str):
         """After publication the MS is kept or removed from stage; what happened is

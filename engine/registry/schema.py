@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite_utils
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 # each table's primary key
 KEYS = {"observations": "obs_id", "products": "data_id", "mosaics": "mosaic_id",
@@ -136,4 +136,11 @@ def _v9(db: sqlite_utils.Database):
     db["sources"].create_index(["variable"])
 
 
-MIGRATIONS = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7, 8: _v8, 9: _v9}
+def _v10(db: sqlite_utils.Database):
+    """A candidate's light-curve PNG (products/lightcurves/), where it is and its checksum."""
+    db["sources"].add_column("png_path", str)
+    db["sources"].add_column("png_sha256", str)
+
+
+MIGRATIONS = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7, 8: _v8, 9: _v9,
+              10: _v10}

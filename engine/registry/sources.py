@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from engine.states import ProductState
@@ -58,7 +59,38 @@ class SourceRecords:
                     new.append(r)
         return new
 
+    def set_light_curve_png(self, name: str, path: str, sha256: str):
+        """Where a candidate's light-curve PNG is, after it was written."""
+        with self.write():
+            self.db["sources"].update(name, {"png_path": path, "png_sha256": sha256})
+
     def sources(self, variable_only: bool = False) -> list[dict]:
         """Every source with statistics (candidates only with ``variable_only``), by name."""
         where = "variable = 1" if variable_only else None
         return list(self.db["sources"].rows_where(where, order_by="name"))
+
+    def science_summary(self) -> dict:
+        """For ``status``: sources with statistics, measurements, the candidates (with their
+        light-curve PNGs), and the catalogues' reference QA: how many products have one, the
+        median of their flux ratios and offsets, and the products it rejected."""
+        qas = []
+        for img in self.db["images"].rows:
+            qas.append((f"image:{img['obs_id']}", json.loads(img["qa"] or "{}")))
+        for mos in self.db["mosaics"].rows:
+            if mos.get("manifest"):
+                qas.append((mos["mosaic_id"], json.loads(mos["manifest"]).get("qa", {})))
+        cat = [(d, (q.get("sources") or {}).get("qa")) for d, q in qas]
+        cat = [(d, q) for d, q in cat if q]
+        ratios = sorted(q["flux_ratio"] for _, q in cat if q.get("flux_ratio") is not None)
+        offs = sorted(q["offset_beams"] for _, q in cat if q.get("offset_beams") is not None)
+
+        def median(x):
+            n = len(x)
+            return None if not n else (x[n // 2] if n % 2 else 0.5 * (x[n // 2 - 1] + x[n // 2]))
+
+        return {"sources": self.count("sources"), "measurements": self.count("measurements"),
+                "candidates": {r["name"]: r.get("png_path") for r in self.sources(True)},
+                "catalogues": len(cat), "catalogue_flux_ratio": median(ratios),
+                "catalogue_offset_beams": median(offs),
+                "rejected_by_catalogue_qa": [d for d, q in cat
+                                             if q.get("judged") and not q.get("passes")]}

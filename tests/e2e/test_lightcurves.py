@@ -4,7 +4,8 @@ duplicate nothing.
 
 The same sky is simulated twice, one sidereal day apart (the same field at the same hour
 angles), with interference and a dead antenna in every observation; on the second day one
-source is twice as bright and one half as bright (``sim.variable``). Expected values come from the simulator's truth of each day.
+source is twice as bright and one half as bright (``sim.variable``). Expected values come
+from the simulator's truth of each day.
 """
 
 import json
@@ -146,3 +147,38 @@ def test_a_killed_driver_and_a_rerun_lose_and_duplicate_nothing(two_days):
     # every measured source has its statistics in the registry; the candidates are marked
     assert set(stats) == sources
     assert {n for n, v in stats.items() if v} == set(d["varied"])
+
+
+def test_each_candidate_has_its_light_curve_png(two_days, capsys):
+    """products/lightcurves/<name>.png for each candidate and no other source, recorded with
+    its checksum; reconcile finds every product, the PNGs included, as recorded; status
+    names the candidates and the catalogues' QA."""
+    import matplotlib.image as mpimg
+
+    from engine import reconcile
+    from engine.paths import digest
+    from engine.run_state import Areas
+    from engine.registry import Registry
+
+    d = two_days
+    reg = Registry(d["base"] / "registry.sqlite")
+    rows = {r["name"]: r for r in reg.sources()}
+    drawn = {n for n, r in rows.items() if r["png_path"]}
+    assert drawn == set(d["varied"])
+    for name in drawn:
+        path = rows[name]["png_path"]
+        assert path.startswith(str(d["base"] / "products" / "lightcurves"))
+        assert digest(path)[0] == rows[name]["png_sha256"]
+        assert mpimg.imread(path).shape[1] > 300  # a picture, not an empty file
+    cfg = config.load(config.CONFIG_DIR / "ci.toml")
+    report = reconcile.check(reg, Areas.from_config(cfg, d["base"]), deep=True)
+    assert not report.problems, [p.line() for p in report.problems]
+    capsys.readouterr()
+    assert main(["--config", str(config.CONFIG_DIR / "ci.toml"), "--workdir", str(d["base"]),
+                 "status", "--json"]) == 0
+    sci = json.loads(capsys.readouterr().out)["science"]
+    assert set(sci["candidates"]) == set(d["varied"])
+    assert sci["measurements"] == _count(d["base"])
+    # every image and the mosaics have a catalogue QA'd against the reference catalogue
+    assert sci["catalogues"] >= 4 and not sci["rejected_by_catalogue_qa"]
+    assert abs(sci["catalogue_flux_ratio"] - 1) < 0.15

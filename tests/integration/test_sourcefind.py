@@ -3,7 +3,6 @@ sources through an elliptical beam on beam-correlated noise; written here, not b
 imager), and the catalogue's QA against a reference catalogue: matching is done here with
 astropy, independently of engine.catalogue."""
 
-from pathlib import Path
 
 import astropy.units as u
 import numpy as np
