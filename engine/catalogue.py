@@ -191,3 +191,38 @@ def catalogue_product(image: Path, pb: Path | None, work: Path, out_path: Path, 
     qa = reference_qa(found["rows"], image, pb, catalogue(cfg), cfg)
     return {"n": len(found["rows"]), "n_narrow": found["n_narrow"], "finder": sc.finder,
             "qa": qa, "seconds": time.perf_counter() - t0}
+
+
+def iau_name(ra_deg: float, dec_deg: float) -> str:
+    """'DSA Jhhmmss.s+ddmmss' (J2000, truncated as IAU names are)."""
+    ra = (ra_deg % 360.0) / 15.0
+    h = int(ra)
+    m = int((ra - h) * 60)
+    s = int(((ra - h) * 60 - m) * 600) / 10
+    sign = "+" if dec_deg >= 0 else "-"
+    d = abs(dec_deg)
+    dd = int(d)
+    dm = int((d - dd) * 60)
+    ds = int(((d - dd) * 60 - dm) * 60)
+    return f"DSA J{h:02d}{m:02d}{s:04.1f}{sign}{dd:02d}{dm:02d}{ds:02d}"
+
+
+def new_detections(rows: list[dict], known: list[tuple[float, float]], *, radius_deg: float,
+                   min_snr: float, min_pb: float, obs_id: str) -> list[dict]:
+    """Detections of one image that no known source (reference catalogue or found before;
+    (ra_deg, dec_deg)) explains within ``radius_deg``: S/N >= min_snr, primary-beam
+    response >= min_pb, each at most once (the brightest of a group within radius_deg).
+    Returns new-source rows: name (``iau_name``), ra_deg, dec_deg, first_obs_id,
+    first_snr, first_flux_jy."""
+    pos = [tuple(k) for k in known]
+    out = []
+    for r in sorted(rows, key=lambda r: -r["snr"]):
+        if not (r["snr"] >= min_snr and r.get("pb", 1.0) >= min_pb):
+            continue
+        if pos and _sep_deg(r["ra_deg"], r["dec_deg"], *np.array(pos).T).min() <= radius_deg:
+            continue
+        pos.append((r["ra_deg"], r["dec_deg"]))
+        out.append({"name": iau_name(r["ra_deg"], r["dec_deg"]), "ra_deg": r["ra_deg"],
+                    "dec_deg": r["dec_deg"], "first_obs_id": obs_id, "first_snr": r["snr"],
+                    "first_flux_jy": r["int_jy"]})
+    return out

@@ -222,6 +222,10 @@ SCHEMA: tuple[Field, ...] = (
     F("sources.min_pb", float, 0.2,
       "keep a source only where the image's primary-beam response is at least this",
       minimum=0.0),
+    F("sources.new_min_snr", float, 10.0,
+      "a detection in a per-observation image at least this many sigmas bright that no "
+      "reference or earlier source explains is a new source, measured in every later image "
+      "(0: off)", minimum=0.0),
     F("sources.match_radius_beams", float, 0.5,
       "a detection matches a reference source within this many restoring-beam major axes",
       minimum=0.0),

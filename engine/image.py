@@ -239,8 +239,10 @@ def find_catalogue(image: Path, pb: Path | None, out_path: Path, *, product_id: 
 
 
 def image_observation(ms: str, out_dir: str, cfg: Config, *, obs_id: str,
-                      caltables: list | None = None) -> dict:
-    """tclean one MS; write FITS image, FITS primary beam, PNG and QA into ``out_dir``."""
+                      caltables: list | None = None, extra_sources=()) -> dict:
+    """Image one MS; write FITS image, primary beam, residual, PNG, source catalogue and QA
+    into ``out_dir``, then forced photometry of the reference catalogue and of
+    ``extra_sources`` (dicts with name, ra_deg, dec_deg: new sources found before)."""
     ct = import_casatools()
     import casatasks
 
@@ -256,7 +258,7 @@ def image_observation(ms: str, out_dir: str, cfg: Config, *, obs_id: str,
         from engine.photometry import measure_products
 
         try:
-            out["photometry"] = measure_products(files, cfg)
+            out["photometry"] = measure_products(files, cfg, extra_sources)
         except (KeyError, ValueError, OSError, EngineError, np.linalg.LinAlgError) as exc:
             # a header without a beam, an unreadable catalogue, a singular beam: the image
             # stands, the reason goes into its QA

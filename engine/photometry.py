@@ -97,14 +97,20 @@ def catalogue(cfg: Config) -> list:
                                          or "calibrators.csv").values())
 
 
-def measure_products(files: dict, cfg: Config) -> dict:
-    """Forced photometry of the catalogue in an image task's files (``image``, ``pb``,
-    ``residual``, each with its ``path``): {"rows": [...], "catalogue": n sources,
-    "seconds": wall time}."""
+def measure_products(files: dict, cfg: Config, extra_sources=()) -> dict:
+    """Forced photometry of the catalogue and of ``extra_sources`` (dicts with name, ra_deg,
+    dec_deg: sources found before that the catalogue lacks) in an image task's files
+    (``image``, ``pb``, ``residual``, each with its ``path``): {"rows": [...], "catalogue":
+    n sources, "seconds": wall time}."""
     import time
+
+    from engine.calibrators import Calibrator
 
     t0 = time.perf_counter()
     srcs = catalogue(cfg)
+    known = {s.name for s in srcs}
+    srcs += [Calibrator(e["name"], math.radians(e["ra_deg"]), math.radians(e["dec_deg"]),
+                        float("nan"), 0.0) for e in extra_sources if e["name"] not in known]
     rows = measure_image(Path(files["image"]["path"]), Path(files["pb"]["path"]),
                          Path(files["residual"]["path"]), srcs, cfg)
     return {"rows": rows, "catalogue": len(srcs), "seconds": time.perf_counter() - t0}

@@ -94,12 +94,16 @@ def figure(data, header, *, title: str, sources=(), circle_deg=None):
     ny, nx = data.shape
     rms = robust_rms(data)
     vmin, vmax, a = asinh_levels(data, rms)
-    norm = ImageNormalize(vmin=vmin, vmax=vmax, stretch=AsinhStretch(a), clip=True)
-    width = 6.4 * min(2.5, max(1.0, nx / ny))
-    fig = plt.figure(figsize=(width + 1.2, 6.4))
+    # clip=False: with clip=True the normaliser maps blanks (masked NaN) to the top colour
+    norm = ImageNormalize(vmin=vmin, vmax=vmax, stretch=AsinhStretch(a), clip=False)
+    aspect = ny / nx
+    width = 7.0 if aspect >= 0.7 else 12.0  # inches of image; a strip gets a wide figure
+    fig = plt.figure(figsize=(width + 1.5, max(2.5, width * aspect) + 1.0))
     ax = fig.add_subplot(projection=wcs)
     cmap = matplotlib.colormaps["inferno"].with_extremes(bad="0.25")
-    im = ax.imshow(data, origin="lower", cmap=cmap, norm=norm, interpolation="nearest")
+    # blanks (NaN: outside a mosaic's coverage) as masked, so they take the 'bad' grey
+    im = ax.imshow(np.ma.masked_invalid(data), origin="lower", cmap=cmap, norm=norm,
+                   interpolation="nearest")
     ax.coords[0].set_axislabel("RA (J2000)")
     ax.coords[1].set_axislabel("Dec (J2000)")
     ax.coords[0].set_major_formatter("hh:mm")
@@ -107,6 +111,10 @@ def figure(data, header, *, title: str, sources=(), circle_deg=None):
     ax.set_title(f"{title}   rms {rms * 1e3:.2f} mJy/beam", fontsize=10)
     bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
     bar.set_label("Jy/beam (asinh)")
+    ticks = [t for t in (-FLOOR_SIGMA * rms, 0.0, 10 * rms, 100 * rms, 1000 * rms)
+             if t < 0.8 * vmax] + [vmax]
+    bar.set_ticks(ticks)
+    bar.set_ticklabels([f"{t:.2g}" for t in ticks])
     cell = abs(float(np.mean(np.abs(np.diag(wcs.pixel_scale_matrix)))))  # deg per pixel
     bmaj, bmin, bpa = (header.get(k) for k in ("BMAJ", "BMIN", "BPA"))
     if bmaj and bmin and np.isfinite(bmaj) and cell > 0:

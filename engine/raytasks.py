@@ -108,10 +108,11 @@ def _assemble(store, out_ms, cfg, *subband_manifests):
 
 @ray.remote(num_cpus=1, retry_exceptions=[TransientError])
 @transient_io
-def _image(ms, out_dir, cfg, obs_id, caltables):
+def _image(ms, out_dir, cfg, obs_id, caltables, extra_sources):
     from engine.image import image_observation
 
-    return image_observation(ms, out_dir, cfg, obs_id=obs_id, caltables=caltables)
+    return image_observation(ms, out_dir, cfg, obs_id=obs_id, caltables=caltables,
+                             extra_sources=extra_sources)
 
 
 @ray.remote(num_cpus=1, retry_exceptions=[TransientError])
@@ -161,8 +162,11 @@ def submit_conversion(obs_id: str, plan, todo, store: str, out_ms: str, cfg: Con
     ).remote(store, out_ms, cfg, *refs)
 
 
-def submit_image(obs_id: str, ms: str, out_dir: str, cfg: Config, caltables=()):
+def submit_image(obs_id: str, ms: str, out_dir: str, cfg: Config, caltables=(),
+                 extra_sources=()):
+    """extra_sources: dicts with name, ra_deg, dec_deg measured beside the catalogue."""
     return _image.options(name=f"image[{obs_id}]", runtime_env=casa_runtime_env(),
                           memory=_gb(cfg.ray.assembly_memory_gb),
                           max_retries=retries(cfg, Step.IMAGE),
-                          ).remote(ms, out_dir, cfg, obs_id, list(caltables))
+                          ).remote(ms, out_dir, cfg, obs_id, list(caltables),
+                                   list(extra_sources))

@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from engine import discover, faults, raytasks
+from engine import discover, raytasks
 from engine.calibrate import find_transit
+from engine.catalogue import read_catalogue
 from engine.caltables import CalibrationLookup
 from engine.config import Config, load
 from engine.constants import CADENCE_S, JD_TO_MJD
@@ -34,12 +35,13 @@ from engine.errors import (BAD_INPUT, EngineError, IllegalTransition, RegistryEr
                            StaleProductError)
 from engine.flagging import summarise
 from engine.mosaic_release import MosaicRelease
-from engine.paths import confine, digest, verify
+from engine.paths import confine, verify
 from engine.publish import (image_data_id, register_image, register_mosaic,
                             validate_and_publish)
 from engine.recovery import retry_failed, take_back_abandoned
 from engine.registry import Registry
 from engine.run_state import Areas, RunSummary
+from engine.science import Science
 from engine.states import OBS_MACHINE, MosaicState, ObsState, ProductState, Step
 from engine.telescope import Telescope
 
@@ -64,6 +66,7 @@ class Driver:
         self._bytes_converted = 0
         self.calibration = CalibrationLookup(self.reg, cfg, self.areas.stage)
         self.mosaics = MosaicRelease(self.reg, cfg, self.areas)
+        self.science = Science(self.reg, cfg, self.areas.products)
         # what to do with each kind of task's manifest
         self.handlers = {Step.CONVERT: self.done_convert, Step.CALIBRATE: self.done_calibrate,
                          Step.IMAGE: self.done_image, Step.MOSAIC: self.done_mosaic}
@@ -160,7 +163,7 @@ class Driver:
             signal.signal(signal.SIGINT, self.request_stop)
             signal.signal(signal.SIGTERM, self.request_stop)
         self.recover()
-        self.update_variability()  # a run stopped between publication and this
+        self.science.update_variability()  # a run stopped between publication and this
         t_start = time.time()
         try:
             while True:
@@ -329,7 +332,8 @@ class Driver:
                             calibration_applied=json.dumps(list(cal.tables)),
                             lease_owner=self.owner)
         out_dir = confine(f"{obs_id}/image", self.areas.stage)
-        ref = raytasks.submit_image(obs_id, str(ms), str(out_dir), self.cfg, cal.tables)
+        ref = raytasks.submit_image(obs_id, str(ms), str(out_dir), self.cfg, cal.tables,
+                                    self.science.extra_sources())
         self.inflight[ref] = (obs_id, Step.IMAGE)
 
     def release_waiting(self):
@@ -460,47 +464,16 @@ class Driver:
     def done_image(self, obs_id: str, manifest: dict):
         obs = self.reg.get("observations", obs_id)
         manifest["qa"]["flagged_fraction"] = obs["flag_fraction"]
-        phot = manifest.get("photometry")
-        if manifest.get("photometry_error"):  # the image stands; the reason is in its QA
-            manifest["qa"]["photometry"] = {"error": manifest["photometry_error"]}
-        if phot is not None:  # first: a driver killed after this remakes the image and
-            # its measurements replace these (keyed by source and observation)
-            mjd = 0.5 * (obs["start_jd"] + obs["end_jd"]) - JD_TO_MJD
-            self.reg.record_measurements(obs_id, image_data_id(obs_id), mjd, phot["rows"])
-            faults.check("driver.measured", obs_id)
-            manifest["qa"]["photometry"] = {"sources": len(phot["rows"]),
-                                            "catalogue": phot["catalogue"],
-                                            "seconds": phot["seconds"]}
+        self.science.record_photometry(obs, image_data_id(obs_id), manifest)
+        catalogue = manifest["files"].get("catalogue")
+        found = read_catalogue(catalogue["path"]) if catalogue else []
         data_id = register_image(self.reg, manifest, self.areas.stage)
         self.reg.transition("observations", obs_id, ObsState.IMAGED, expect=ObsState.IMAGING,
                             image_path=manifest["files"]["image"]["path"])
         self.summary.imaged.append(obs_id)
         self.reg.release(obs_id, self.owner)
-        if self.publish(data_id, manifest["qa"]) and phot:
-            self.update_variability([r["name"] for r in phot["rows"]])
-
-    def update_variability(self, names: list[str] | None = None):
-        """Recompute eta and V of these sources (all with None) from their measurements in
-        published images and mark the candidates (engine.variability)."""
-        from engine.variability import light_curve_stats
-
-        curves = self.reg.light_curves(names)
-        rows = [{"name": name, **light_curve_stats(curve, self.cfg)}
-                for name, curve in curves.items()]
-        for r in self.reg.set_source_stats(rows):
-            log.info("new variable candidate %s: eta %.1f, V %.2f over %d measurements",
-                     r["name"], r["eta"], r["v"], r["n"])
-        for r in rows:  # a candidate's light curve is a product, redrawn as it grows
-            if r["variable"]:
-                self.write_light_curve(r["name"], curves[r["name"]], r)
-
-    def write_light_curve(self, name: str, curve: list[dict], stats: dict):
-        """products/lightcurves/<name>.png (atomic), then its path and sha256 recorded."""
-        from engine.quicklook import light_curve_png, safe_name
-
-        path = light_curve_png(name, curve, stats, self.areas.products / "lightcurves"
-                               / f"{safe_name(name)}.png")
-        self.reg.set_light_curve_png(name, str(path), digest(path)[0])
+        if self.publish(data_id, manifest["qa"]):
+            self.science.after_publication(obs_id, manifest, found)
 
     def settle_stage(self, obs_id: str):
         """After publication the MS is kept or removed from stage; what happened is

@@ -94,7 +94,9 @@ def _without_python_casacore():
 def _pybdsf(image: Path, work: Path, innerclip: float, outerclip: float) -> list[dict]:
     cat = work / f"{image.stem}.srl.fits"
     freq = _frequency_hz(fits.getheader(image))
-    with _without_python_casacore(), contextlib.redirect_stdout(io.StringIO()):
+    with _without_python_casacore(), contextlib.redirect_stdout(io.StringIO()), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its fits' overflow and maxfev warnings, per image
         import bdsf
 
         img = bdsf.process_image(str(image), thresh_pix=innerclip, thresh_isl=outerclip,

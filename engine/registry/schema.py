@@ -13,7 +13,7 @@ SCHEMA_VERSION = 10
 # each table's primary key
 KEYS = {"observations": "obs_id", "products": "data_id", "mosaics": "mosaic_id",
         "images": "obs_id", "caltables": "caltable_id", "files": "path",
-        "reconcile_runs": "id", "sources": "name"}
+        "reconcile_runs": "id", "sources": "name", "new_sources": "name"}
 
 
 def _v1(db: sqlite_utils.Database):
@@ -137,9 +137,14 @@ def _v9(db: sqlite_utils.Database):
 
 
 def _v10(db: sqlite_utils.Database):
-    """A candidate's light-curve PNG (products/lightcurves/), where it is and its checksum."""
+    """A candidate's light-curve PNG (products/lightcurves/), where it is and its checksum;
+    sources the finder detected that the reference catalogue lacks (measured from then on).
+    """
     db["sources"].add_column("png_path", str)
     db["sources"].add_column("png_sha256", str)
+    db["new_sources"].create({
+        "name": str, "ra_deg": float, "dec_deg": float, "first_obs_id": str,
+        "first_snr": float, "first_flux_jy": float, "found_at": float}, pk="name")
 
 
 MIGRATIONS = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7, 8: _v8, 9: _v9,

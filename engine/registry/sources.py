@@ -59,6 +59,22 @@ class SourceRecords:
                     new.append(r)
         return new
 
+    def new_sources(self) -> list[dict]:
+        """Sources the finder detected that the reference catalogue lacks, first found first:
+        name, ra_deg, dec_deg, first_obs_id, first_snr, first_flux_jy."""
+        return list(self.db["new_sources"].rows_where(order_by="found_at, name"))
+
+    def add_new_sources(self, rows: list[dict]):
+        """Record newly detected sources (a name already known is left as it was) with an
+        event each."""
+        now = time.time()
+        with self.write():
+            for r in rows:
+                if self.get("new_sources", r["name"]) is None:
+                    self.db["new_sources"].insert({**r, "found_at": now}, pk="name")
+                    self.event("new_sources", r["name"], None, "detected",
+                               {k: r[k] for k in ("first_obs_id", "first_snr")})
+
     def set_light_curve_png(self, name: str, path: str, sha256: str):
         """Where a candidate's light-curve PNG is, after it was written."""
         with self.write():

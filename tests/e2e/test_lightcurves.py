@@ -61,7 +61,13 @@ def two_days(tmp_path_factory):
                               "sim.variable": f"{brighter}:2.0,{fainter}:0.5"})
     simulate.simulate_run(cfg2, inc, truth_path=base / "day2" / "truth.json")
     truth2 = json.loads((base / "day2" / "truth.json").read_text())
-    flat = {**SCALE, "sky.reference_catalog": str(base / "day1" / "sky.csv")}
+    # the reference catalogue lacks the third brightest (steady) source: the finder must
+    # find it as a new source and the later images measure it
+    missing = sky.names[order[2]]
+    lines = (base / "day1" / "sky.csv").read_text().splitlines()
+    (base / "reference.csv").write_text(
+        "\n".join(ln for ln in lines if not ln.startswith(missing + ",")) + "\n")
+    flat = {**SCALE, "sky.reference_catalog": str(base / "reference.csv")}
     # the first driver dies (SIGKILL, with its Ray) right after recording the forced
     # photometry of a day-2 image, before the image itself is recorded
     p = _driver(base, flat, f"driver.measured@{start2[:10]}T*=kill")
@@ -81,7 +87,7 @@ def two_days(tmp_path_factory):
         ray.shutdown()
     return {"base": base, "cfg": cfg, "summary": summary, "again": again, "n_first": n_first,
             "truth": (truth1, truth2), "varied": (brighter, fainter), "killed": killed,
-            "start2": start2}
+            "start2": start2, "missing": missing}
 
 
 def _count(base):
@@ -120,8 +126,9 @@ def test_light_curve_fluxes_match_the_truth(two_days, capsys):
             for t in d["truth"]]
     ratios = []
     for s in _lightcurves(d["base"], capsys):
+        name = _truth_name(d, s)  # a new source is named by the engine: found by position
         for m in s["measurements"]:
-            flux, alpha = true[1 if m["obs_id"].startswith(day2) else 0][s["name"]]
+            flux, alpha = true[1 if m["obs_id"].startswith(day2) else 0][name]
             ratios.append(m["flux_jy"] / (flux * (1.405e9 / 1.4e9) ** alpha))
     ratios = np.array(ratios)
     assert len(ratios) >= 12
@@ -130,6 +137,39 @@ def test_light_curve_fluxes_match_the_truth(two_days, capsys):
     assert [s["name"] for s in one] == [d["varied"][0]]
     fluxes = [m["flux_jy"] for m in one[0]["measurements"]]  # time order: day 1, day 2
     assert np.mean(fluxes[2:]) / np.mean(fluxes[:2]) == pytest.approx(2.0, rel=0.15)
+
+
+def _truth_name(d, s) -> str:
+    """The simulated source a light curve belongs to: by name, or for a source the engine
+    found and named itself, the truth source within 30 arcsec of its position."""
+    sky = d["truth"][0]["sky"]
+    if s["name"] in sky["names"]:
+        return s["name"]
+    sep = np.degrees(np.hypot((np.radians(s["ra_deg"]) - np.array(sky["ra_rad"]))
+                              * np.cos(np.radians(s["dec_deg"])),
+                              np.radians(s["dec_deg"]) - np.array(sky["dec_rad"]))) * 3600
+    assert sep.min() < 30, (s["name"], sep.min())
+    return sky["names"][int(np.argmin(sep))]
+
+
+def test_a_source_missing_from_the_reference_is_found_and_followed(two_days, capsys):
+    """Exactly one new source, the one left out of the reference catalogue, named by its
+    position, measured in the later images at its true flux, and not a candidate."""
+    d = two_days
+    db = sqlite3.connect(d["base"] / "registry.sqlite")
+    new = [r[0] for r in db.execute("SELECT name FROM new_sources")]
+    db.close()
+    assert len(new) == 1 and new[0].startswith("DSA J"), new
+    (s,) = _lightcurves(d["base"], capsys, "--source", new[0])
+    assert _truth_name(d, s) == d["missing"]
+    assert s["n"] >= 2 and not s["variable"]
+    sky = d["truth"][0]["sky"]
+    k = sky["names"].index(d["missing"])
+    want = sky["flux_jy"][k] * (1.405e9 / 1.4e9) ** sky["spectral_index"][k]
+    got = np.median([m["flux_jy"] for m in s["measurements"]])
+    print(f"new source {new[0]} = {d['missing']}: {s['n']} measurements, median "
+          f"{got:.3f} Jy, true {want:.3f} Jy")
+    assert got == pytest.approx(want, rel=0.10)
 
 
 def test_a_killed_driver_and_a_rerun_lose_and_duplicate_nothing(two_days):
