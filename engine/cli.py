@@ -164,10 +164,14 @@ def _demo(cfg, workdir: Path) -> int:
         print(f"  FAILED: {json.dumps(summary.failed, indent=1)}")
     products = cfg.resolve_path("products", workdir)
     n_img = len(list(products.glob("*/*.image.fits")))
-    print(f"\nproducts are in {products}: {n_img} images (FITS image, FITS primary beam, "
-          "PNG each)")
-    for m in sorted((products / "mosaics").glob("*/*.fits")):
+    print(f"\nproducts are in {products}: {n_img} images (FITS image, residual and primary "
+          "beam, source catalogue, PNG each)")
+    for m in sorted((products / "mosaics").glob("*/mosaic_*[0-9a-f].fits")):
         print(f"  mosaic: {m}")
+    for m in sorted((products / "mosaics").glob("*/*.sources.fits")):
+        print(f"  mosaic source catalogue: {m}")
+    for m in sorted((products / "lightcurves").glob("*.png")):
+        print(f"  light curve of a variable candidate: {m}")
     for m in sorted((products / "mosaics").glob("*/*.png")):
         print(f"  mosaic quick-look: {m}")
     _status(cfg, workdir, False)
