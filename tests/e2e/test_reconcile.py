@@ -62,8 +62,9 @@ def test_a_clean_run_has_no_problems(damaged):
     """No false reports: not for the engine's container folders, not for retained MSs."""
     base, cfg, obs, images, before, clean = damaged
     assert clean["problems"] == [], clean["problems"]
-    # every product file, the three MSs and the 48 input files were checked
-    assert clean["files"] == 3 * 4 + 3 + 48 and clean["bytes_hashed"] > 0
+    # every product file (image, primary beam, residual, PNG, source catalogue), the three
+    # MSs and the 48 input files were checked
+    assert clean["files"] == 3 * 5 + 3 + 48 and clean["bytes_hashed"] > 0
 
 
 def test_each_damage_is_reported_once_and_nothing_else(damaged):
