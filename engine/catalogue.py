@@ -20,6 +20,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from engine import __version__
 from engine.config import Config
+from engine.errors import EngineError
 from engine.sourcefind import _frequency_hz, find_sources
 
 COLUMNS = (  # name, unit, description
@@ -188,7 +189,11 @@ def catalogue_product(image: Path, pb: Path | None, work: Path, out_path: Path, 
     write_catalogue(found["rows"], out_path, image_hdr=fits.getheader(image),
                     product_id=product_id, image_name=Path(image).name, finder=sc.finder,
                     cfg=cfg)
-    qa = reference_qa(found["rows"], image, pb, catalogue(cfg), cfg)
+    try:
+        qa = reference_qa(found["rows"], image, pb, catalogue(cfg), cfg)
+    except EngineError as exc:  # an unreadable reference catalogue: recorded, not judged
+        qa = {"n_found": len(found["rows"]), "judged": False, "passes": True,
+              "reason": f"no reference QA: {exc}"}
     return {"n": len(found["rows"]), "n_narrow": found["n_narrow"], "finder": sc.finder,
             "qa": qa, "seconds": time.perf_counter() - t0}
 

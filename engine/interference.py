@@ -46,6 +46,9 @@ def plan_events(kinds: list[str], *, ntimes: int, nchan: int, nsubbands: int,
         raise ValueError(f"sim.rfi: unknown kinds {sorted(unknown)}; known: {list(KINDS)}")
     every_t = list(range(ntimes))
     every_c = list(range(nchan))
+    if len(stations) < 4:
+        raise ValueError(f"sim.rfi needs 4 antennas at least (dead ones and a crosstalk "
+                         f"pair); the simulated array has {len(stations)}")
     dead = [int(s) for s in rng.choice(stations, size=4, replace=False)]
     out = []
     for kind in kinds:

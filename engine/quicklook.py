@@ -31,13 +31,13 @@ def robust_rms(data) -> float:
 def asinh_levels(data, rms: float) -> tuple[float, float, float]:
     """(vmin, vmax, a) of the stretch y = asinh(x / a) / asinh(1 / a), x = (d - vmin) /
     (vmax - vmin): vmin = -FLOOR_SIGMA rms, vmax the brightest pixel, a such that the
-    stretch turns at SOFTENING_SIGMA rms above zero."""
+    stretch turns from linear to logarithmic at SOFTENING_SIGMA rms above zero (x = a)."""
     finite = np.asarray(data)[np.isfinite(data)]
     top = float(finite.max()) if finite.size else 1.0
     rms = rms if rms > 0 else max(abs(top), 1.0) * 1e-3
     vmin = -FLOOR_SIGMA * rms
     vmax = max(top, vmin + 10 * rms)
-    return vmin, vmax, SOFTENING_SIGMA * rms / (vmax - vmin)
+    return vmin, vmax, (FLOOR_SIGMA + SOFTENING_SIGMA) * rms / (vmax - vmin)
 
 
 def stretch(values, vmin: float, vmax: float, a: float) -> np.ndarray:

@@ -153,7 +153,7 @@ def check(reg: Registry, areas: Areas, *, deep: bool = False, progress=None) -> 
                 None if in_place else m.get("sha256"))
     for f in reg.files_with(FileStatus.OK):
         c.check("files", f["path"], Path(f["path"]), f["size"], None)
-    for src in reg.sources(variable_only=True):  # candidates' light-curve PNGs
+    for src in reg.sources():  # light-curve PNGs (drawn while a source was a candidate)
         if src.get("png_path"):
             known_files.add(Path(src["png_path"]).resolve())
             c.check("sources", src["name"], Path(src["png_path"]), None, src["png_sha256"])

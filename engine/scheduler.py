@@ -25,7 +25,6 @@ import ray
 
 from engine import discover, raytasks
 from engine.calibrate import find_transit
-from engine.catalogue import read_catalogue
 from engine.caltables import CalibrationLookup
 from engine.config import Config, load
 from engine.constants import CADENCE_S, JD_TO_MJD
@@ -163,7 +162,9 @@ class Driver:
             signal.signal(signal.SIGINT, self.request_stop)
             signal.signal(signal.SIGTERM, self.request_stop)
         self.recover()
-        self.science.update_variability()  # a run stopped between publication and this
+        # a run stopped between publication and these, or a product republished by recover
+        self.science.scan_new_sources()
+        self.science.update_variability()
         t_start = time.time()
         try:
             while True:
@@ -465,15 +466,13 @@ class Driver:
         obs = self.reg.get("observations", obs_id)
         manifest["qa"]["flagged_fraction"] = obs["flag_fraction"]
         self.science.record_photometry(obs, image_data_id(obs_id), manifest)
-        catalogue = manifest["files"].get("catalogue")
-        found = read_catalogue(catalogue["path"]) if catalogue else []
         data_id = register_image(self.reg, manifest, self.areas.stage)
         self.reg.transition("observations", obs_id, ObsState.IMAGED, expect=ObsState.IMAGING,
                             image_path=manifest["files"]["image"]["path"])
         self.summary.imaged.append(obs_id)
         self.reg.release(obs_id, self.owner)
         if self.publish(data_id, manifest["qa"]):
-            self.science.after_publication(obs_id, manifest, found)
+            self.science.after_publication(manifest)
 
     def settle_stage(self, obs_id: str):
         """After publication the MS is kept or removed from stage; what happened is

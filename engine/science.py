@@ -14,6 +14,7 @@ import numpy as np
 from engine import faults
 from engine.config import Config
 from engine.constants import JD_TO_MJD
+from engine.errors import EngineError
 from engine.paths import digest
 from engine.registry import Registry
 
@@ -45,32 +46,54 @@ class Science:
                                         "catalogue": phot["catalogue"],
                                         "seconds": phot["seconds"]}
 
-    def after_publication(self, obs_id: str, manifest: dict, found: list[dict]):
-        """A published image: its new sources, then its sources' statistics."""
-        if found:
-            self.record_new_sources(obs_id, found, manifest["qa"].get("bmaj_arcsec", np.nan))
+    def after_publication(self, manifest: dict):
+        """A published image: the new sources of every published image not scanned yet
+        (this one among them), then its sources' statistics."""
+        self.scan_new_sources()
         phot = manifest.get("photometry")
         if phot:
             self.update_variability([r["name"] for r in phot["rows"]])
 
-    def record_new_sources(self, obs_id: str, found: list[dict], bmaj_arcsec: float):
-        """An image's detections that neither the reference catalogue nor an earlier
-        detection explains (engine.catalogue.new_detections) become new sources, measured
-        by every later image task."""
-        from engine.catalogue import new_detections
+    def scan_new_sources(self):
+        """Every published image whose catalogue was not scanned for new sources yet: its
+        detections that neither the reference catalogue nor an earlier detection explains
+        (engine.catalogue.new_detections) become new sources, measured by every later image
+        task; then the image is marked scanned. Run after each publication and at the start
+        of a run (a driver killed in between, a product republished by recovery). A
+        catalogue that cannot be read is logged and left for the next run."""
+        from astropy.io import fits
+
+        from engine.catalogue import new_detections, read_catalogue
         from engine.photometry import catalogue
 
         sc = self.cfg.sources
-        if sc.new_min_snr <= 0 or not np.isfinite(bmaj_arcsec):
+        todo = self.reg.unscanned_catalogues()
+        if not todo:
             return
-        known = [(np.degrees(s.ra_rad), np.degrees(s.dec_rad)) for s in catalogue(self.cfg)]
-        known += [(r["ra_deg"], r["dec_deg"]) for r in self.reg.new_sources()]
-        new = new_detections(found, known, radius_deg=sc.match_radius_beams * bmaj_arcsec
-                             / 3600, min_snr=sc.new_min_snr,
-                             min_pb=self.cfg.photometry.min_pb, obs_id=obs_id)
-        if new:
-            self.reg.add_new_sources(new)
-            log.info("%s: new sources %s", obs_id, ", ".join(r["name"] for r in new))
+        try:
+            known = [(np.degrees(s.ra_rad), np.degrees(s.dec_rad)) for s in catalogue(self.cfg)]
+        except EngineError as exc:
+            log.error("new sources not scanned: %s", exc)
+            return
+        for obs_id, path in todo:
+            try:
+                rows = read_catalogue(path)
+                bmaj = float(fits.getheader(path, 1)["BMAJ"])
+            except (OSError, KeyError, ValueError) as exc:
+                log.error("%s: catalogue %s unreadable, new sources not scanned: %s",
+                          obs_id, path, exc)
+                continue
+            if sc.new_min_snr > 0:
+                known_now = known + [(r["ra_deg"], r["dec_deg"])
+                                     for r in self.reg.new_sources()]
+                new = new_detections(rows, known_now,
+                                     radius_deg=sc.match_radius_beams * bmaj,
+                                     min_snr=sc.new_min_snr,
+                                     min_pb=self.cfg.photometry.min_pb, obs_id=obs_id)
+                if new:
+                    self.reg.add_new_sources(new)
+                    log.info("%s: new sources %s", obs_id, ", ".join(r["name"] for r in new))
+            self.reg.mark_sources_scanned(obs_id)
 
     def update_variability(self, names: list[str] | None = None):
         """Recompute eta and V of these sources (all with None) from their measurements in
@@ -89,9 +112,14 @@ class Science:
                 self.write_light_curve(r["name"], curves[r["name"]], r)
 
     def write_light_curve(self, name: str, curve: list[dict], stats: dict):
-        """products/lightcurves/<name>.png (atomic), then its path and sha256 recorded."""
+        """products/lightcurves/<name>.png (atomic), then its path and sha256 recorded. A
+        PNG that cannot be written (a full disk) is logged; the next run draws it again."""
         from engine.quicklook import light_curve_png, safe_name
 
-        path = light_curve_png(name, curve, stats,
-                               self.products / "lightcurves" / f"{safe_name(name)}.png")
+        try:
+            path = light_curve_png(name, curve, stats,
+                                   self.products / "lightcurves" / f"{safe_name(name)}.png")
+        except (OSError, ValueError) as exc:
+            log.error("light curve of %s not drawn: %s", name, exc)
+            return
         self.reg.set_light_curve_png(name, str(path), digest(path)[0])

@@ -1,4 +1,4 @@
-"""Source finding on an image or mosaic: BANE + Aegean (default) or PyBDSF.
+"""Source finding on an image or mosaic: PyBDSF (the engine's default) or BANE + Aegean.
 
 Detection runs on the apparent (not primary-beam corrected) image, whose noise is close to
 uniform, with the finder's own background and noise maps (BANE's, or PyBDSF's); each
@@ -117,8 +117,11 @@ def _pybdsf(image: Path, work: Path, innerclip: float, outerclip: float) -> list
 def _flat_copy(image: Path, work: Path) -> Path:
     """The image as a 2-D FITS (celestial axes, beam, frequency as RESTFRQ) in ``work``:
     both finders read a plain plane, whatever axes the imager wrote."""
-    hdr, wcs = _celestial(image)
-    data = np.squeeze(fits.getdata(image)).astype(np.float32)
+    try:
+        hdr, wcs = _celestial(image)
+        data = np.squeeze(fits.getdata(image)).astype(np.float32)
+    except (OSError, ValueError, TypeError) as exc:
+        raise SourceFindingError(f"{image}: not a readable FITS image: {exc}") from exc
     if data.ndim != 2:
         raise SourceFindingError(f"{image}: not one image plane (shape {data.shape})")
     out = wcs.to_header()
@@ -133,7 +136,7 @@ def _flat_copy(image: Path, work: Path) -> Path:
     return path
 
 
-def find_sources(image: Path, pb: Path | None, work: Path, *, finder: str = "aegean",
+def find_sources(image: Path, pb: Path | None, work: Path, *, finder: str = "pybdsf",
                  innerclip: float = 5.0, outerclip: float = 3.0, min_pb: float = 0.0,
                  min_size_beam: float = 0.5) -> dict:
     """Components in ``image`` (FITS, Jy/beam, with BMAJ/BMIN/BPA), corrected by ``pb``
@@ -149,10 +152,10 @@ def find_sources(image: Path, pb: Path | None, work: Path, *, finder: str = "aeg
     image, work = Path(image), Path(work)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    flat = _flat_copy(image, work)
     try:
-        flat = _flat_copy(image, work)
         rows = (_aegean if finder == "aegean" else _pybdsf)(flat, work, innerclip, outerclip)
-    except (ValueError, OSError, RuntimeError, IndexError, KeyError) as exc:
+    except Exception as exc:  # a third-party finder raises what it likes: named, recorded
         raise SourceFindingError(f"{image}: {finder} failed: {type(exc).__name__}: {exc}") \
             from exc
     rows = [{k: float(v) for k, v in r.items()} for r in rows]

@@ -142,6 +142,7 @@ def _v10(db: sqlite_utils.Database):
     """
     db["sources"].add_column("png_path", str)
     db["sources"].add_column("png_sha256", str)
+    db["images"].add_column("sources_scanned", int)
     db["new_sources"].create({
         "name": str, "ra_deg": float, "dec_deg": float, "first_obs_id": str,
         "first_snr": float, "first_flux_jy": float, "found_at": float}, pk="name")

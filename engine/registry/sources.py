@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 from engine.states import ProductState
 
@@ -74,6 +75,20 @@ class SourceRecords:
                     self.db["new_sources"].insert({**r, "found_at": now}, pk="name")
                     self.event("new_sources", r["name"], None, "detected",
                                {k: r[k] for k in ("first_obs_id", "first_snr")})
+
+    def unscanned_catalogues(self) -> list[tuple[str, str]]:
+        """(obs_id, catalogue path) of the published images whose catalogue was not scanned
+        for new sources yet, oldest observation first."""
+        sql = ("select i.obs_id, p.published_path, f.name from images i "
+               "join products p on p.data_id = 'image:' || i.obs_id "
+               "join product_files f on f.data_id = p.data_id and f.kind = 'catalogue' "
+               "where p.state = ? and i.sources_scanned is null order by i.obs_id")
+        return [(r["obs_id"], str(Path(r["published_path"]) / r["name"]))
+                for r in self.db.query(sql, [ProductState.PUBLISHED.value])]
+
+    def mark_sources_scanned(self, obs_id: str):
+        with self.write():
+            self.db["images"].update(obs_id, {"sources_scanned": 1})
 
     def set_light_curve_png(self, name: str, path: str, sha256: str):
         """Where a candidate's light-curve PNG is, after it was written."""

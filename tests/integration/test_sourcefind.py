@@ -85,3 +85,33 @@ def test_catalogue_file_and_reference_qa(tmp_path):
     assert not bright["passes"] and "flux ratio 0.7" in bright["reason"]
     shifted = reference_qa(rows, path, None, _reference(srcs, shift_arcsec=12.0), cfg)
     assert not shifted["passes"] and "offset" in shifted["reason"]
+
+
+def test_primary_beam_correction_and_cut(tmp_path):
+    """Sources seen through a known response (apparent = true x pb): the catalogue gives
+    the true flux density where pb >= min_pb and nothing below it."""
+    rng = np.random.default_rng(4)
+    wcs = skyimage.sky_wcs(N, CELL, 150.0, 71.6)
+    y, x = np.mgrid[0:N, 0:N]
+    resp = np.exp(-0.5 * ((x - N / 2) ** 2 + (y - N / 2) ** 2) / 150.0 ** 2)
+    pb_path = tmp_path / "pb.fits"
+    fits.PrimaryHDU(resp.astype(np.float32), wcs.to_header()).writeto(pb_path)
+    srcs = skyimage.random_sources(rng, 60, wcs, (N, N), snr_min=30, snr_max=300, rms=RMS,
+                                   min_sep_px=20, margin_px=15)
+    px, py = wcs.all_world2pix([s[0] for s in srcs], [s[1] for s in srcs], 0)
+    r_at = resp[np.round(py).astype(int), np.round(px).astype(int)]
+    apparent = [(ra, dec, pk * r) for (ra, dec, pk), r in zip(srcs, r_at)]
+    path = tmp_path / "apparent.fits"
+    skyimage.write_image(path, wcs, N, BEAM, RMS, apparent, rng)
+    rows = find_sources(path, pb_path, tmp_path / "work", min_pb=0.3)["rows"]
+    truth = SkyCoord([s[0] for s in srcs] * u.deg, [s[1] for s in srcs] * u.deg)
+    found = SkyCoord([r["ra_deg"] for r in rows] * u.deg, [r["dec_deg"] for r in rows] * u.deg)
+    idx, sep, _ = found.match_to_catalog_sky(truth)
+    assert (sep.arcsec < 0.5 * BEAM[0]).all()
+    assert min(r["pb"] for r in rows) >= 0.3
+    # every true source where the response is >= 0.35 and bright enough there is found
+    strong = (r_at >= 0.35) & (np.array([s[2] for s in srcs]) * r_at >= 10 * RMS)
+    assert set(np.flatnonzero(strong)) <= set(idx)
+    ratio = np.array([r["int_jy"] for r in rows]) / np.array([srcs[i][2] for i in idx])
+    assert abs(np.median(ratio) - 1) < 0.03
+    assert not (r_at[idx] < 0.25).any()

@@ -27,6 +27,15 @@ def _subband(seed=0, nant=12, nt=10, nchan=16, noise=1.0, level=0.0):
     return vis, np.zeros(vis.shape, bool), np.arange(nt * nbl), ant1, ant2, nt, nbl
 
 
+def _shuffled(vis, flags, order, ant1, ant2, seed):
+    """The same subband with its raw rows in a random order (as a file may hold them):
+    ``order`` then maps each MS-order cell to where its row went."""
+    perm = np.random.default_rng(seed).permutation(vis.shape[0])  # new row i = old perm[i]
+    where = np.empty_like(perm)
+    where[perm] = np.arange(perm.size)
+    return vis[perm], flags[perm], where[order], ant1[perm], ant2[perm]
+
+
 def test_deterministic_flags_match_numpy():
     vis, flags, order, ant1, ant2, nt, nbl = _subband(1)
     rng = np.random.default_rng(2)
@@ -145,6 +154,8 @@ def test_antenna_search_matches_the_reference(seed):
     a, e = 2, 9
     vr[:, np.flatnonzero((ant1[:nbl] == a) & (ant2[:nbl] == e)), 4, :] += 6.0  # cross-talk
     vr[rng.random((nt, nbl, 16, 2)) < 0.002] += 40.0  # strong single cells
+    # the file's rows in another order: every kernel must go through ``order``
+    vis, flags, order, ant1, ant2 = _shuffled(vis, flags, order, ant1, ant2, seed)
     want, want_added = _antenna_reference(vis, flags, order, nt, nbl, ant1, ant2, 12, 7.0,
                                           0.2)
     got = flags.copy()
