@@ -25,6 +25,15 @@ def _setup_logging(level: str):
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+AREAS = ("incoming", "stage", "products", "registry")
+
+
+def _path_options(parser):
+    """The same path options on every command that reads or writes the areas."""
+    for area in AREAS:
+        parser.add_argument(f"--{area}", help=f"overrides paths.{area}")
+
+
 def _status(cfg, base: Path, as_json: bool) -> int:
     from engine.registry import Registry
 
@@ -194,8 +203,7 @@ def main(argv=None) -> int:
                         "(small: the demo, %(default)s)")
     r = sub.add_parser("run", help="process the incoming folder")
     r.add_argument("--address", help="Ray address (overrides ray.address)")
-    for area in ("incoming", "stage", "products", "registry"):
-        r.add_argument(f"--{area}", help=f"overrides paths.{area}")
+    _path_options(r)
     r.add_argument("--follow", "--watch", dest="follow", action="store_true",
                    help="keep watching for new files until SIGINT/SIGTERM, then drain and exit")
     r.add_argument("--max-wall-s", type=float, default=None)
@@ -213,10 +221,12 @@ def main(argv=None) -> int:
     v.add_argument("--out", required=True, help="output Measurement Set")
     st = sub.add_parser("status", help="registry summary")
     st.add_argument("--json", action="store_true")
+    _path_options(st)
     rc = sub.add_parser("reconcile", help="every registered file against the disk, and "
                         "files no registry row names")
     rc.add_argument("--deep", action="store_true", help="also compare sha256 (reads all)")
     rc.add_argument("--json", action="store_true")
+    _path_options(rc)
     rc.add_argument("--repair", action="store_true",
                     help="products with missing or changed files are made again by the next "
                          "run (their folders moved aside, never deleted)")
@@ -226,7 +236,8 @@ def main(argv=None) -> int:
                         "every reference source (docs/SCIENCE.md)")
     lc.add_argument("--source", help="one source, with its measurements")
     lc.add_argument("--json", action="store_true")
-    sub.add_parser("scan", help="one discovery pass")
+    _path_options(lc)
+    _path_options(sub.add_parser("scan", help="one discovery pass"))
     args = ap.parse_args(argv)
     try:
         overrides = config_mod.parse_overrides(args.set)
@@ -242,7 +253,7 @@ def main(argv=None) -> int:
                     overrides[key] = getattr(args, opt)
         if getattr(args, "address", None):
             overrides["ray.address"] = args.address
-        for area in ("incoming", "stage", "products", "registry"):
+        for area in AREAS:
             if getattr(args, area, None):
                 overrides[f"paths.{area}"] = str(Path(getattr(args, area)).resolve())
         cfg = config_mod.load(args.config, overrides)

@@ -118,3 +118,23 @@ def test_simulated_pointing_is_offset_from_the_calibrator(tmp_path, offset):
     assert main(["--set", "sim.calibrator_offset_deg=2.0", "simulate", "--scale", "tiny",
                  "--observations", "1", "--calibrator", "3C286", "--out",
                  str(tmp_path / "x")]) == 2
+
+
+def test_status_and_the_other_commands_take_runs_path_options(tmp_path, capsys):
+    """`status --registry FILE` (and lightcurves, reconcile) read the registry named there,
+    as `run --registry FILE` writes it; without it, no registry is found in the workdir."""
+    from engine.registry import Registry
+
+    reg_path = tmp_path / "elsewhere" / "reg.sqlite"
+    reg_path.parent.mkdir()
+    Registry(reg_path)  # an empty registry at the current schema
+    work = tmp_path / "work"
+    work.mkdir()
+    assert main(["--workdir", str(work), "status"]) == 1
+    assert "no registry" in capsys.readouterr().out
+    assert main(["--workdir", str(work), "status", "--json", "--registry", str(reg_path)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["images"] == 0 and doc["science"]["sources"] == 0
+    assert main(["--workdir", str(work), "lightcurves", "--json",
+                 "--registry", str(reg_path)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"sources": []}
