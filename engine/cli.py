@@ -48,6 +48,9 @@ def _status(cfg, base: Path, as_json: bool) -> int:
     out["images"] = reg.count("images")
     out["flagging"] = reg.flag_summary()
     out["science"] = reg.science_summary()
+    from engine.discover import unfinished
+
+    out["unfinished"] = unfinished(reg, cfg)
     last = reg.last_reconcile()
     out["reconcile"] = None if last is None else {
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last["at"])),
@@ -58,8 +61,11 @@ def _status(cfg, base: Path, as_json: bool) -> int:
         print(json.dumps(out, indent=1))
     else:
         for k, v in out.items():
-            if k != "reconcile":
+            if k not in ("reconcile", "unfinished"):
                 print(f"{k:13s} {v}")
+        print(f"unfinished    {len(out['unfinished'])} observation(s)")
+        for u in out["unfinished"]:
+            print(f"              {u['obs_id'] or u['file']} ({u['state']}): {u['reason']}")
         r = out["reconcile"]
         print("reconcile     " + ("never run" if r is None else
                                   f"last at {r['at']} ({'deep, ' if r['deep'] else ''}"

@@ -170,3 +170,57 @@ def _mark_incomplete(cfg, reg, now, report):
         report.incomplete.append(obs["obs_id"])
         log.warning("observation %s incomplete: %d/%d subbands", obs["obs_id"],
                     obs["n_subbands"], cfg.band.nsubbands)
+
+
+FINISHED = (ObsState.IMAGED, ObsState.MOSAICKED)
+
+
+def unfinished(reg: Registry, cfg: Config) -> list[dict]:
+    """Every observation not (yet) imaged, oldest first, with why in words: its subbands
+    (``15/16 subbands``), each of its files that is pending, quarantined or in conflict and
+    the problem (``sb05 quarantined: truncated HDF5 ...``), its error, or what it waits for.
+    A file that could not be read has no observation: it is placed by the time and
+    subband in its name; a bad file near no observation is listed on its own (obs_id None,
+    "file"). Returns [{"obs_id", "state", "reason"}, ...]."""
+    nsub = cfg.band.nsubbands
+    loose = []
+    for status in (FileStatus.PENDING, FileStatus.QUARANTINED, FileStatus.CONFLICT):
+        for f in reg.files_with(status):
+            try:
+                jd, sb = parse_filename(Path(f["path"]))
+            except (InputFileError, ValueError):
+                jd, sb = None, f.get("subband")
+            problem = str(f.get("error") or status)
+            if problem.startswith(f"{f['path']}: "):
+                problem = problem[len(f["path"]) + 2:]
+            loose.append((f, jd, sb, str(status), problem))
+    tol = 60.0 / 86400  # a file's name time and its header time differ by seconds
+    out = []
+    placed = set()
+    for obs in reg.rows("observations", order_by="start_jd"):
+        state = ObsState(obs["state"])
+        mine = [x for x in loose if x[0].get("obs_id") == obs["obs_id"] or (
+            x[0].get("obs_id") is None and x[1] is not None
+            and obs["start_jd"] - tol <= x[1] <= obs["end_jd"] + tol)]
+        placed.update(x[0]["path"] for x in mine)
+        if state in FINISHED:
+            continue
+        why = []
+        if state == ObsState.DISCOVERED or (state == ObsState.INCOMPLETE
+                                            and not obs.get("error")):
+            why.append(f"{obs['n_subbands']}/{nsub} subbands")
+        for f, jd, sb, status, problem in mine:
+            name = f"sb{sb:02d}" if sb is not None else Path(f["path"]).name
+            why.append(f"{name} {status}: {problem}")
+        if state == ObsState.AWAITING_CALIBRATION:
+            why.append("no calibration valid at its observation time")
+        if obs.get("error") and state in (ObsState.FAILED, ObsState.QUARANTINED,
+                                          ObsState.INCOMPLETE):
+            why.append(obs["error"])
+        out.append({"obs_id": obs["obs_id"], "state": str(state),
+                    "reason": "; ".join(why) or f"in progress ({state})"})
+    for f, jd, sb, status, problem in loose:  # no observation to hold them
+        if f["path"] not in placed:
+            out.append({"obs_id": None, "file": f["path"], "state": status,
+                        "reason": problem})
+    return out

@@ -51,6 +51,7 @@ class RunSummary:
     waiting: list = field(default_factory=list)
     failed: dict = field(default_factory=dict)
     order: list = field(default_factory=list)  # obs_ids in the order they were taken
+    unfinished: list = field(default_factory=list)  # discover.unfinished() at the end
     wall_s: float = 0.0
 
     def real_time_factor(self) -> float | None:
@@ -68,6 +69,9 @@ class RunSummary:
                  f"wall time: {self.wall_s:.1f} s; real-time factor: "
                  + (f"{rtf:.3f}" if rtf is not None else "n/a")]
         lines += [f"FAILED {k}: {v}" for k, v in self.failed.items()]
+        lines += [f"NOT FINISHED {u['obs_id']} ({u['state']}): {u['reason']}"
+                  if u["obs_id"] else f"NOT USED {u['file']} ({u['state']}): {u['reason']}"
+                  for u in self.unfinished]
         return "\n".join(lines)
 
 

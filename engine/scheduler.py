@@ -191,6 +191,7 @@ class Driver:
             self.summary.wall_s = time.time() - t_start
             self.summary.waiting = [r["obs_id"] for r in self.reg.rows(
                 "observations", ObsState.AWAITING_CALIBRATION, order_by="start_jd")]
+            self.summary.unfinished = discover.unfinished(self.reg, self.cfg)
             self.reg.close()
         return self.summary
 

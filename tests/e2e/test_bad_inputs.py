@@ -308,3 +308,33 @@ def test_observation_with_every_visibility_flagged_is_refused(copy_obs, ci_cfg, 
     with pytest.raises(ObservationError, match="every visibility of every subband is flagged"):
         convert_local(files, str(tmp_path / "x.ms"), ci_cfg, workdir=tmp_path)
     assert not (tmp_path / "x.ms").exists() and not (tmp_path / "x.ms.tmp").exists()
+
+
+@pytest.mark.parametrize("key,phrase", [("truncated", "not a readable HDF5 file"),
+                                        ("zero", "zero-byte file"),
+                                        ("not_hdf5", "not a readable HDF5 file")])
+def test_the_run_names_every_unfinished_observation_and_why(corpus, key, phrase, capsys):
+    """The run's summary and `status` name each observation the run did not finish, with
+    its subbands and its bad file: '15/16 subbands; sb05 quarantined: <problem>'."""
+    from engine.cli import main
+    from engine.uvh5io import parse_filename
+
+    summary = corpus["summary"]
+    capsys.readouterr()
+    assert main(["--config", str(config.CONFIG_DIR / "ci.toml"), "--workdir",
+                 str(corpus["base"]), "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["unfinished"] == summary.unfinished
+    unfinished = {u["obs_id"]: u for u in summary.unfinished if u["obs_id"]}
+    assert set(unfinished) == {r["obs_id"] for r in corpus["obs"]
+                               if r["state"] not in ("imaged", "mosaicked")}
+    report = summary.report()
+    path = corpus["bad"][key]
+    if key == "not_hdf5":  # a bad file near no observation is named on its own
+        (u,) = [u for u in summary.unfinished if u.get("file") == str(path)]
+        assert phrase in u["reason"] and f"NOT USED {path}" in report
+        return
+    _, sb = parse_filename(path)
+    hits = [u for u in unfinished.values() if f"sb{sb:02d} quarantined: " in u["reason"]
+            and phrase in u["reason"]]
+    assert len(hits) == 1 and "15/16 subbands" in hits[0]["reason"], unfinished
+    assert f"NOT FINISHED {hits[0]['obs_id']}" in report
