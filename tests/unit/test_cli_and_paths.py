@@ -138,3 +138,21 @@ def test_status_and_the_other_commands_take_runs_path_options(tmp_path, capsys):
     assert main(["--workdir", str(work), "lightcurves", "--json",
                  "--registry", str(reg_path)]) == 0
     assert json.loads(capsys.readouterr().out) == {"sources": []}
+
+
+def test_the_example_service_runs_follow_and_restarts_on_failure():
+    """configs/systemd/dsa110-engine.service: the engine's `run --follow` command line,
+    restarted on failure, stopped with SIGTERM (which drains) with time to drain."""
+    import configparser
+    import shlex
+    from pathlib import Path
+
+    unit = Path(__file__).parents[2] / "configs" / "systemd" / "dsa110-engine.service"
+    cp = configparser.ConfigParser(interpolation=None, strict=False)
+    cp.optionxform = str
+    cp.read_string(unit.read_text())
+    svc = cp["Service"]
+    argv = shlex.split(svc["ExecStart"])
+    assert argv[0].endswith("/dsa110-engine") and argv[-2:] == ["run", "--follow"]
+    assert svc["Restart"] == "on-failure" and svc["KillSignal"] == "SIGTERM"
+    assert int(svc["TimeoutStopSec"]) >= 300 and cp["Install"]["WantedBy"]
