@@ -17,39 +17,14 @@ every integration; ant1, ant2 (nrows,) station numbers; nst the number of statio
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit
 
-from kernels.flagging import _flag_plane, _scratch
+from kernels.flagging import _baseline_plane, _flag_plane, _scratch
 from kernels.medians import _median
 
 LEVEL_SAMPLES = 256  # cells per baseline that set its median and MAD
 SPECTRUM_MIN_CHANNELS = 8  # channel means that make a robust spectrum level and scale
-
-
-@njit(cache=True)
-def _baseline_plane(vis, flags, order, nt, nbl, b, amp, mask):
-    """The mean over unflagged polarisations of |V| of baseline b: amp, mask (nt, nchan);
-    returns the number of cells with data."""
-    nchan = vis.shape[1]
-    npol = vis.shape[2]
-    n_ok = 0
-    for t in range(nt):
-        r = order[t * nbl + b]
-        for c in range(nchan):
-            s = 0.0
-            k = 0
-            for p in range(npol):
-                if not flags[r, c, p]:
-                    v = vis[r, c, p]
-                    s += math.sqrt(v.real * v.real + v.imag * v.imag)
-                    k += 1
-            amp[t, c] = s / k if k > 0 else 0.0
-            mask[t, c] = k == 0
-            n_ok += k > 0
-    return n_ok
 
 
 @njit(cache=True)

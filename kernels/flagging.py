@@ -358,6 +358,29 @@ def _median_bg(bg, buf):
 
 
 @njit(cache=True)
+def _baseline_plane(vis, flags, order, nt, nbl, b, amp, mask):
+    """The mean over unflagged polarisations of |V| of baseline b: amp, mask (nt, nchan);
+    returns the number of cells with data."""
+    nchan = vis.shape[1]
+    npol = vis.shape[2]
+    n_ok = 0
+    for t in range(nt):
+        r = order[t * nbl + b]
+        for c in range(nchan):
+            s = 0.0
+            k = 0
+            for p in range(npol):
+                if not flags[r, c, p]:
+                    v = vis[r, c, p]
+                    s += math.sqrt(v.real * v.real + v.imag * v.imag)
+                    k += 1
+            amp[t, c] = s / k if k > 0 else 0.0
+            mask[t, c] = k == 0
+            n_ok += k > 0
+    return n_ok
+
+
+@njit(cache=True)
 def flag_rows(vis, flags, order, nt, nbl, chi1, rho, iterations, max_m_freq, max_m_time,
               eta, ht, hf, sigma_floor=0.0):
     """SumThreshold over every baseline of one subband, in place on the raw arrays.
@@ -378,21 +401,7 @@ def flag_rows(vis, flags, order, nt, nbl, chi1, rho, iterations, max_m_freq, max
     added = np.empty((nt, nchan), dtype=np.bool_)
     sc = _scratch(nt, nchan, ht, hf)
     for b in range(nbl):
-        n_ok = 0
-        for t in range(nt):
-            r = order[t * nbl + b]
-            for c in range(nchan):
-                s = 0.0
-                k = 0
-                for p in range(npol):
-                    if not flags[r, c, p]:
-                        v = vis[r, c, p]
-                        s += math.sqrt(v.real * v.real + v.imag * v.imag)
-                        k += 1
-                amp[t, c] = s / k if k > 0 else 0.0
-                mask[t, c] = k == 0
-                n_ok += k > 0
-        if n_ok == 0:
+        if _baseline_plane(vis, flags, order, nt, nbl, b, amp, mask) == 0:
             continue
         added[:, :] = False
         _flag_plane(amp, mask, added, chi1, rho, iterations, max_m_freq, max_m_time, eta,
