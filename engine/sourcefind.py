@@ -155,7 +155,8 @@ def find_sources(image: Path, pb: Path | None, work: Path, *, finder: str = "pyb
     flat = _flat_copy(image, work)
     try:
         rows = (_aegean if finder == "aegean" else _pybdsf)(flat, work, innerclip, outerclip)
-    except Exception as exc:  # a third-party finder raises what it likes: named, recorded
+    except (ArithmeticError, LookupError, ValueError, TypeError, AttributeError,
+            RuntimeError, OSError) as exc:  # what numerical third-party code raises
         raise SourceFindingError(f"{image}: {finder} failed: {type(exc).__name__}: {exc}") \
             from exc
     rows = [{k: float(v) for k, v in r.items()} for r in rows]
