@@ -51,6 +51,16 @@ def _status(cfg, base: Path, as_json: bool) -> int:
     from engine.discover import unfinished
 
     out["unfinished"] = unfinished(reg, cfg)
+    out["lag"] = reg.lag()
+    from engine.mosaic_release import MosaicRelease
+    from engine.run_state import Areas
+    from engine.stage_budget import StageBudget
+    from engine.states import ObsState
+
+    areas = Areas.from_config(cfg, base)
+    out["stage"] = StageBudget(reg, cfg, areas.stage).report(reg.oldest(ObsState.COMPLETE))
+    out["last_errors"] = reg.last_errors()
+    out["windows"] = MosaicRelease(reg, cfg, areas).open()
     last = reg.last_reconcile()
     out["reconcile"] = None if last is None else {
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last["at"])),
@@ -61,8 +71,9 @@ def _status(cfg, base: Path, as_json: bool) -> int:
         print(json.dumps(out, indent=1))
     else:
         for k, v in out.items():
-            if k not in ("reconcile", "unfinished"):
+            if k not in ("reconcile", "unfinished", "lag", "stage", "last_errors", "windows"):
                 print(f"{k:13s} {v}")
+        _print_operations(out)
         print(f"unfinished    {len(out['unfinished'])} observation(s)")
         for u in out["unfinished"]:
             print(f"              {u['obs_id'] or u['file']} ({u['state']}): {u['reason']}")
@@ -73,6 +84,33 @@ def _status(cfg, base: Path, as_json: bool) -> int:
         for line in (r or {}).get("found", []):
             print(f"              {line}")
     return 0
+
+
+def _print_operations(out: dict):
+    """The operator's lines of ``status``: lag, stage, last errors, open windows."""
+    lag, st = out["lag"], out["stage"]
+    pub = lag["publication_s"]
+    print(f"lag          newest file {lag['newest_file_obs']}, newest published image "
+          f"{lag['newest_published_obs']}: "
+          + ("n/a" if lag["behind_s"] is None else f"{lag['behind_s']:.0f} s behind")
+          + (f"; last file to publication median {pub['median']:.0f} s, "
+             f"p95 {pub['p95']:.0f} s over {pub['n']}" if pub["n"] else ""))
+    budget = st["budget_bytes"]
+    print(f"stage        {st['used_bytes'] / 1e9:.3f} GB used"
+          + (f" of {budget / 1e9:.3f} GB" if budget else " (no budget)")
+          + (f"; FULL: {st['next_observation']} waits for room" if st["backpressure"] else "")
+          + (f"; {st['waiting_for_calibrator']} observation(s) wait for a calibrator "
+             f"({st['waiting_bytes'] / 1e9:.3f} GB, since "
+             f"{st['waiting_since']}, oldest {st['oldest_waiting']})"
+             if st["waiting_for_calibrator"] else ""))
+    print(f"last errors  {len(out['last_errors'])} step(s)")
+    for step, e in out["last_errors"].items():
+        print(f"              {step}: {e['key']} at {e['at']}: {e['error']}")
+    print(f"windows      {len(out['windows'])} not published")
+    for w in out["windows"]:
+        print(f"              {w['first']} .. {w['last']} ({w['state']})"
+              + (": waits for " + ", ".join(w["waiting_for"]) if w["waiting_for"] else "")
+              + (f": {w['error']}" if w.get("error") else ""))
 
 
 def light_curves(reg, cfg, source: str | None = None) -> dict:

@@ -370,7 +370,15 @@ SCHEMA: tuple[Field, ...] = (
     F("ray.include_dashboard", bool, False, "start the Ray dashboard with an embedded cluster"),
     # driver
     F("driver.max_attempts", int, 3,
-      "runs that take up a failed observation again before it stays failed", minimum=1),
+      "attempts at a failed observation before it stays failed (a gap for the mosaics)",
+      minimum=1),
+    F("driver.stage_budget_gb", float, 0.0,
+      "largest size of the stage area (GB, 1e9 bytes); over it kept MSs no open mosaic "
+      "window needs are removed and no new observation is taken until there is room "
+      "(docs/ARCHITECTURE.md); 0: no budget", minimum=0.0),
+    F("driver.retry_after_s", float, 600.0,
+      "a following driver takes up a failed observation again this long after it failed "
+      "(a batch run retries at its start)", minimum=0.0),
     F("driver.registry_timeout_s", float, 30.0,
       "how long a registry write waits for another process's lock before the run stops (s)",
       minimum=0.1),

@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 SOFTENING_SIGMA = 3.0  # the asinh stretch turns from linear to logarithmic here (x rms)
 FLOOR_SIGMA = 3.0  # black below -3 rms
+DPI = 100  # screen pixels per inch of the PNG
+MIN_CIRCLE_SCREEN_PX = 8  # a catalogue circle's smallest radius on the PNG
 
 
 def robust_rms(data) -> float:
@@ -60,6 +62,25 @@ def catalogue_marks(cfg) -> list[tuple[str, float, float]]:
         return []
 
 
+def display_pixels(data, screen_px: int):
+    """``(array, extent)`` to draw a 2-D image (ny, nx) on about ``screen_px`` screen pixels
+    across. A wide mosaic has several image pixels per screen pixel, and a plain resampling
+    keeps one of each block: a source a few pixels wide may vanish. Blocks of f x f pixels
+    (f = nx // screen_px, when >= 2) are shown by their value of largest magnitude (sign
+    kept), so every source keeps its peak; blanks show only where a whole block is blank.
+    ``extent`` places the reduced array on the original pixel grid (matplotlib imshow)."""
+    ny, nx = data.shape
+    f = nx // max(screen_px, 1)
+    if f < 2:
+        return data, None
+    by, bx = ny // f, nx // f
+    blocks = data[:by * f, :bx * f].reshape(by, f, bx, f).transpose(0, 2, 1, 3)
+    blocks = blocks.reshape(by, bx, f * f)
+    mag = np.where(np.isfinite(blocks), np.abs(blocks), -1.0)
+    pick = np.take_along_axis(blocks, mag.argmax(axis=2)[..., None], axis=2)[..., 0]
+    return pick, (-0.5, bx * f - 0.5, -0.5, by * f - 0.5)
+
+
 def render(data, header, png_path: Path, *, title: str, sources=(), circle_deg=None) -> Path:
     """Write a PNG of a 2-D image (Jy/beam) with the celestial WCS of ``header`` (see
     ``figure``), cropped to its content."""
@@ -67,7 +88,7 @@ def render(data, header, png_path: Path, *, title: str, sources=(), circle_deg=N
 
     fig = figure(data, header, title=title, sources=sources, circle_deg=circle_deg)
     png_path = Path(png_path)
-    fig.savefig(png_path, dpi=100, bbox_inches="tight", pad_inches=0.05)
+    fig.savefig(png_path, dpi=DPI, bbox_inches="tight", pad_inches=0.05)
     plt.close(fig)
     return png_path
 
@@ -102,8 +123,9 @@ def figure(data, header, *, title: str, sources=(), circle_deg=None):
     ax = fig.add_subplot(projection=wcs)
     cmap = matplotlib.colormaps["inferno"].with_extremes(bad="0.25")
     # blanks (NaN: outside a mosaic's coverage) as masked, so they take the 'bad' grey
-    im = ax.imshow(np.ma.masked_invalid(data), origin="lower", cmap=cmap, norm=norm,
-                   interpolation="nearest")
+    shown, extent = display_pixels(data, int(width * DPI))
+    im = ax.imshow(np.ma.masked_invalid(shown), origin="lower", cmap=cmap, norm=norm,
+                   interpolation="nearest", extent=extent)
     ax.coords[0].set_axislabel("RA (J2000)")
     ax.coords[1].set_axislabel("Dec (J2000)")
     ax.coords[0].set_major_formatter("hh:mm")
@@ -121,7 +143,16 @@ def figure(data, header, *, title: str, sources=(), circle_deg=None):
         pad = max(3.0, 1.5 * bmaj / cell)
         ax.add_patch(Ellipse((pad, pad), bmin / cell, bmaj / cell, angle=bpa or 0.0,
                              fc="none", ec="cyan", lw=1.2))
+    ax.set_xlim(-0.5, nx - 0.5)
+    ax.set_ylim(-0.5, ny - 0.5)
     radius = circle_deg or (2 * bmaj if bmaj else 0.01 * max(nx, ny) * cell)
+    if cell > 0:
+        # a wide mosaic is shown several pixels per screen pixel: a circle of two beams
+        # would shrink onto the source it marks and hide it, so none is drawn smaller than
+        # MIN_CIRCLE_SCREEN_PX screen pixels (the axes' drawn width, after equal aspect)
+        ax.apply_aspect()
+        screen_px = ax.get_position().width * fig.get_figwidth() * DPI
+        radius = max(radius, MIN_CIRCLE_SCREEN_PX * nx / screen_px * cell)
     if len(sources) and cell > 0:
         names, ra, dec = zip(*sources)
         x, y = wcs.all_world2pix(np.asarray(ra, float), np.asarray(dec, float), 0)
@@ -133,8 +164,6 @@ def figure(data, header, *, title: str, sources=(), circle_deg=None):
                 ax.add_patch(Circle((xi, yi), radius / cell, fc="none", ec="lime", lw=0.8))
                 ax.annotate(name, (xi, yi + radius / cell), color="lime", fontsize=6,
                             ha="center", va="bottom")
-    ax.set_xlim(-0.5, nx - 0.5)
-    ax.set_ylim(-0.5, ny - 0.5)
     return fig
 
 
@@ -169,7 +198,7 @@ def light_curve_png(name: str, curve: list[dict], stats: dict, png_path: Path) -
     png_path = Path(png_path)
     png_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = png_path.with_name(f".{png_path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight", pad_inches=0.05)
+    fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.05)
     plt.close(fig)
     os.replace(tmp, png_path)
     return png_path

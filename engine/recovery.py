@@ -45,19 +45,23 @@ def take_back_abandoned(reg: Registry, *, now: float | None = None) -> list[str]
     return moved
 
 
-def retry_failed(reg: Registry, max_attempts: int, ms_usable: Callable[[dict], bool]):
-    """Take up failed observations again (at most ``max_attempts`` runs each).
+def retry_failed(reg: Registry, max_attempts: int, ms_usable: Callable[[dict], bool], *,
+                 failed_before: float | None = None):
+    """Take up failed observations again (at most ``max_attempts`` attempts each; with
+    ``failed_before``, only those that failed before that Unix time: a following driver's
+    back-off).
 
     FAILED means the input was fine and a step broke (full disk, CASA error, lost worker);
     bad input is QUARANTINED instead and never retried automatically. An observation whose
     MS still checks out (``ms_usable``) resumes from it; otherwise it is converted again
     (from any subband blocks still verified in stage). Failed mosaics are planned again.
     """
-    for obs in reg.retryable(max_attempts):
+    for obs in reg.retryable(max_attempts, failed_before):
         target = ObsState.CONVERTED if obs["manifest"] and ms_usable(obs) else ObsState.COMPLETE
         log.warning("retrying %s (attempt %d of %d) from %s; it failed with: %s",
                     obs["obs_id"], (obs["attempts"] or 0) + 1, max_attempts, target,
                     obs["error"])
         reg.transition("observations", obs["obs_id"], target, lease_owner=None)
     for mos in reg.rows("mosaics", MosaicState.FAILED):
-        reg.transition("mosaics", mos["mosaic_id"], MosaicState.PLANNED)
+        if failed_before is None or (mos.get("updated_at") or 0) < failed_before:
+            reg.transition("mosaics", mos["mosaic_id"], MosaicState.PLANNED)

@@ -41,6 +41,7 @@ from engine.recovery import retry_failed, take_back_abandoned
 from engine.registry import Registry
 from engine.run_state import Areas, RunSummary
 from engine.science import Science
+from engine.stage_budget import StageBudget
 from engine.states import OBS_MACHINE, MosaicState, ObsState, ProductState, Step
 from engine.telescope import Telescope
 
@@ -65,6 +66,7 @@ class Driver:
         self._bytes_converted = 0
         self.calibration = CalibrationLookup(self.reg, cfg, self.areas.stage)
         self.mosaics = MosaicRelease(self.reg, cfg, self.areas)
+        self.stage_budget = StageBudget(self.reg, cfg, self.areas.stage)
         self.science = Science(self.reg, cfg, self.areas.products)
         # what to do with each kind of task's manifest
         self.handlers = {Step.CONVERT: self.done_convert, Step.CALIBRATE: self.done_calibrate,
@@ -156,12 +158,14 @@ class Driver:
     def run(self, *, once: bool = True, poll_s: float = 2.0, max_wall_s: float | None = None,
             handle_signals: bool = False) -> RunSummary:
         log.info("Ray resources: %s", raytasks.init(self.cfg))
+        self.mosaics.following = not once
         if handle_signals:
             import signal
 
             signal.signal(signal.SIGINT, self.request_stop)
             signal.signal(signal.SIGTERM, self.request_stop)
         self.recover()
+        self.stage_budget.start()
         # a run stopped between publication and these, or a product republished by recover
         self.science.scan_new_sources()
         self.science.update_variability()
@@ -170,7 +174,13 @@ class Driver:
             while True:
                 if not self.stopping:
                     discover.scan(self.cfg, self.reg, self.areas.incoming)
+                    if not once:  # a batch run retried at its start (recover)
+                        retry_failed(self.reg, self.cfg.driver.max_attempts, self.ms_usable,
+                                     failed_before=time.time() - self.cfg.driver.retry_after_s)
                     self.release_waiting()
+                    if self.stage_budget.budget > 0:
+                        self.stage_budget.make_room(self.reg.oldest(ObsState.COMPLETE),
+                                                    self.mosaics.held_open, self.active())
                     self.fill()
                     self.release_mosaics()
                 self.progress(t_start)
@@ -188,6 +198,7 @@ class Driver:
             self.cancel_inflight()
             raise
         finally:
+            self.stage_budget.stop()
             self.summary.wall_s = time.time() - t_start
             self.summary.waiting = [r["obs_id"] for r in self.reg.rows(
                 "observations", ObsState.AWAITING_CALIBRATION, order_by="start_jd")]
@@ -229,10 +240,15 @@ class Driver:
         return self._cap
 
     def fill(self):
-        """Lease observations, oldest first, while fewer than the cap are active."""
+        """Lease observations, oldest first, while fewer than the cap are active; a new
+        conversion only while the stage has room for it (``engine.stage_budget``)."""
         while len(self.active()) < self.obs_cap():
-            obs = (self.reg.acquire_next(self.owner, states=(ObsState.CONVERTED,))
-                   or self.reg.acquire_next(self.owner))
+            obs = self.reg.acquire_next(self.owner, states=(ObsState.CONVERTED,))
+            if obs is None:
+                nxt = self.reg.oldest(ObsState.COMPLETE)
+                if nxt is None or not self.stage_budget.room_for(nxt, self.active()):
+                    return
+                obs = self.reg.acquire_next(self.owner)
             if obs is None:
                 return
             obs_id = obs["obs_id"]

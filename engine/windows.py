@@ -1,13 +1,26 @@
 """Mosaic windows: which observations form each 10-observation mosaic.
 
-Observations of one declination are split into contiguous segments: a new segment starts
-when the gap between consecutive observation starts exceeds ``mosaic.max_gap_obs`` times
-the observation cadence, when the declination changes, or at an observation that failed,
-was quarantined or stayed incomplete. Within a segment, windows of ``mosaic.size``
-observations start at the segment's first observation and then every ``size - overlap``
-observations, and must span less than ``mosaic.max_span_min``. The windows therefore
-depend only on the observations (their times and fates), never on processing order, and a
-rerun finds the same windows and the same mosaic IDs.
+The rule (docs/ARCHITECTURE.md, "Mosaic windows"), in observation-time order:
+
+- Each observation has a fate. Final: *member* (imaged or mosaicked) or *gap* (quarantined,
+  incomplete, or failed ``driver.max_attempts`` times). Anything else (on its way, waiting
+  for a calibrator, failed with attempts left) is *undecided*.
+- A segment is a run of consecutive members of one declination. It ends at a gap, at a
+  declination change, and at a hole in time (consecutive starts more than
+  ``mosaic.max_gap_obs`` cadences apart: an observation that never came).
+- Within a segment, windows of ``mosaic.size`` members start at its first member and then
+  every ``size - overlap`` members; a window spanning ``mosaic.max_span_min`` or more is
+  dropped (its place is not reused).
+- Only what cannot change is planned. An undecided observation ends what can be planned
+  before it, and nothing after it is planned until the next boundary that no fate can
+  move: a gap, or a hole or declination change that is *settled* (``settled(row)`` of the
+  observation after it: no late observation can still arrive in the hole; always true in a
+  batch run, after ``discover.incomplete_wait_s`` when following).
+
+A window's membership therefore depends only on observation times and final fates, never on
+the order in which observations failed, retried, arrived or finished: every window planned
+at any moment is one of the windows planned once every fate is known (property-tested), and
+no two windows share more than ``overlap`` members. A rerun finds the same windows and IDs.
 """
 
 from __future__ import annotations
@@ -19,7 +32,7 @@ from functools import lru_cache
 from astropy.time import Time
 
 from engine.constants import CADENCE_S
-from engine.states import GAP, HAS_IMAGE
+from engine.states import GAP, HAS_IMAGE, ObsState
 
 
 @dataclass(frozen=True)
@@ -40,31 +53,63 @@ def mosaic_id_for(members: tuple, start_jd: float) -> str:
     return f"mosaic_{iso}_n{len(members)}_{h}"
 
 
-def segments(observations, *, max_gap_obs: float, dec_tol_rad: float):
-    """Split time-ordered observation rows into contiguous, unbroken, one-dec runs."""
-    out, cur = [], []
+MEMBER, GAP_FATE = "member", "gap"
+
+
+def fate(row, max_attempts: int | None = None) -> str | None:
+    """``"member"``, ``"gap"`` or None (undecided) for an observation row (state, attempts).
+
+    FAILED is a gap once ``max_attempts`` attempts are spent (``max_attempts`` None: never,
+    a failed observation is always retried)."""
+    state = row["state"]
+    if state in HAS_IMAGE:
+        return MEMBER
+    if state in GAP:
+        if state != ObsState.FAILED or (
+                max_attempts is not None and (row.get("attempts") or 0) >= max_attempts):
+            return GAP_FATE
+    return None
+
+
+def segments(observations, *, max_gap_obs: float, dec_tol_rad: float,
+             max_attempts: int | None = None, settled=None):
+    """The settled segments of time-ordered observation rows (module docstring): lists of
+    consecutive member rows of one declination, each ending at a gap, a hole, a declination
+    change or an undecided observation, each starting at a boundary no fate can move."""
+    out, cur, certain, prev = [], [], True, None
     for o in sorted(observations, key=lambda r: r["start_jd"]):
-        if o["state"] in GAP:
-            if cur:
-                out.append(cur)
-            cur = []
-            continue
-        if cur and ((o["start_jd"] - cur[-1]["start_jd"]) * 86400 > max_gap_obs * CADENCE_S
-                    or abs(o["dec_rad"] - cur[-1]["dec_rad"]) > dec_tol_rad):
+        if prev is not None and (
+                (o["start_jd"] - prev["start_jd"]) * 86400 > max_gap_obs * CADENCE_S
+                or abs(o["dec_rad"] - prev["dec_rad"]) > dec_tol_rad):
             out.append(cur)
-            cur = []
-        cur.append(o)
-    if cur:
-        out.append(cur)
-    return out
+            cur, certain = [], settled is None or bool(settled(o))
+        prev = o
+        f = fate(o, max_attempts)
+        if f == GAP_FATE:
+            out.append(cur)
+            cur, certain = [], True
+        elif f is None:
+            out.append(cur)
+            cur, certain = [], False
+        elif certain:
+            cur.append(o)
+    out.append(cur)
+    return [seg for seg in out if seg]
 
 
 def plan(observations, *, size: int = 10, overlap: int = 2, max_gap_obs: float = 1.5,
-         max_span_min: float = 60.0, dec_tol_rad: float = 1e-3):
-    """All full windows the observations allow, each with the rows of its members."""
+         max_span_min: float = 60.0, dec_tol_rad: float = 1e-3,
+         max_attempts: int | None = None, settled=None):
+    """Every window the observations' final fates already fix (module docstring), each with
+    the rows of its members: ``[(Window, [row, ...]), ...]`` in time order.
+
+    ``max_attempts``: a failed observation with this many attempts is a gap (None: failed
+    is undecided). ``settled(row)``: whether the hole or declination change before ``row``
+    can no longer be filled by a late observation (None: always; a batch run)."""
     step = max(1, size - overlap)
     windows = []
-    for seg in segments(observations, max_gap_obs=max_gap_obs, dec_tol_rad=dec_tol_rad):
+    for seg in segments(observations, max_gap_obs=max_gap_obs, dec_tol_rad=dec_tol_rad,
+                        max_attempts=max_attempts, settled=settled):
         for i in range(0, len(seg) - size + 1, step):
             rows = seg[i:i + size]
             span_min = (rows[-1]["end_jd"] - rows[0]["start_jd"]) * 1440
@@ -75,6 +120,33 @@ def plan(observations, *, size: int = 10, overlap: int = 2, max_gap_obs: float =
                                    rows[0]["dec_rad"], rows[0]["start_jd"], rows[-1]["end_jd"]),
                             rows))
     return windows
+
+
+def open_windows(observations, **rule):
+    """Windows not planned yet that would form if every undecided observation became a
+    member, each with what it waits for: ``[(Window, [(obs_id, state), ...]), ...]``.
+
+    ``rule``: the keyword arguments of :func:`plan`. A window waits for its undecided
+    members; with none, for the undecided observations before it in its segment (their
+    fates may still move it) or for a hole before it to settle (``[]``)."""
+    max_attempts = rule.get("max_attempts")
+    planned = {w.mosaic_id for w, _ in plan(observations, **rule)}
+    rows = sorted(observations, key=lambda r: r["start_jd"])
+    undecided = [r for r in rows if fate(r, max_attempts) is None]
+    hopeful = [{**r, "state": ObsState.IMAGED} if fate(r, max_attempts) is None else r
+               for r in rows]
+    out = []
+    for w, members in plan(hopeful, **{**rule, "settled": None}):
+        if w.mosaic_id in planned:
+            continue
+        ids = set(w.members)
+        waits = [(r["obs_id"], r["state"]) for r in undecided if r["obs_id"] in ids]
+        if not waits:
+            waits = [(r["obs_id"], r["state"]) for r in undecided
+                     if r["start_jd"] < w.start_jd and abs(r["dec_rad"] - w.dec_rad)
+                     <= rule.get("dec_tol_rad", 1e-3)][-3:]
+        out.append((w, waits))
+    return out
 
 
 def ready(rows) -> bool:

@@ -141,6 +141,18 @@ def test_status_json(run_dir, capsys):
                  "status", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["observations"]["imaged"] == 2 and out["products"]["published"] == 2
+    reg = Registry(base / "registry.sqlite")
+    starts = sorted(reg.db["observations"].rows, key=lambda r: r["start_jd"])
+    # the operator's questions: the last error of each step, how far behind, the stage
+    err = out["last_errors"]["observations converting"]
+    assert err["key"] == starts[3]["obs_id"] and "contiguous band" in err["error"]
+    lag = out["lag"]
+    # the newest file is the quarantined observation's; the newest image is obs 2's
+    assert lag["behind_s"] == pytest.approx(
+        (starts[3]["start_jd"] - starts[2]["start_jd"]) * 86400, abs=1.0)
+    assert lag["publication_s"]["n"] == 2
+    assert out["stage"]["budget_bytes"] is None and out["stage"]["used_bytes"] > 0
+    reg.close()
 
 
 @pytest.fixture(scope="module")

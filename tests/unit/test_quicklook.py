@@ -53,3 +53,44 @@ def test_axes_circles_beam_and_crop(tmp_path):
     # cropped: no fully white row or column along the picture's edges beyond the margin
     for edge in (white[:8], white[-8:], white[:, :8].T, white[:, -8:].T):
         assert not edge.all(axis=1).all()
+
+
+def test_circles_stay_visible_on_a_wide_mosaic():
+    """A 6000-pixel strip is drawn ~5 image pixels per screen pixel: a circle of two beams
+    (6 pixels) would be about one screen pixel and hide the source it marks."""
+    n_x, n_y = 6000, 400
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---SIN", "DEC--SIN"]
+    w.wcs.crval = [200.0, 31.0]
+    w.wcs.crpix = [n_x / 2 + 1, n_y / 2 + 1]
+    w.wcs.cdelt = [-8 / 3600, 8 / 3600]
+    hdr = w.to_header()
+    hdr["BMAJ"], hdr["BMIN"], hdr["BPA"] = 24 / 3600, 24 / 3600, 0.0
+    data = np.random.default_rng(1).normal(0, 1e-3, (n_y, n_x))
+    ra, dec = w.all_pix2world([[3000, 200]], 0).T
+    fig = figure(data, hdr, title="strip", sources=[("S", ra[0], dec[0])])
+    ax = fig.axes[0]
+    circle = next(p for p in ax.patches if type(p).__name__ == "Circle")
+    fig.canvas.draw()
+    # the circle's radius in screen pixels, through the axes' data-to-display transform
+    (x0, _), (x1, _) = ax.transData.transform([(3000, 200), (3000 + circle.radius, 200)])
+    screen_px = (x1 - x0) * 100 / fig.dpi  # at the PNG's 100 dpi
+    assert screen_px >= 7.5
+    assert circle.radius > 2 * 3  # bigger than two beams in image pixels
+
+
+def test_a_wide_mosaic_keeps_every_source_peak_on_screen():
+    from engine.quicklook import display_pixels
+
+    rng = np.random.default_rng(3)
+    data = rng.normal(0, 1e-3, (400, 6000))
+    data[:, :500] = np.nan  # outside the coverage
+    data[200, 3001] = 0.5  # a source one pixel wide
+    data[100, 4000] = -0.02  # a negative artefact keeps its sign
+    shown, extent = display_pixels(data, 1200)
+    assert shown.shape == (80, 1200) and extent == (-0.5, 5999.5, -0.5, 399.5)
+    assert shown[40, 600] == 0.5 and shown[20, 800] == -0.02
+    assert np.isnan(shown[:, :100]).all() and np.isfinite(shown[:, 101:]).all()
+    # a picture small enough to show pixel for pixel is left alone
+    small, extent = display_pixels(data[:, :1000], 1200)
+    assert extent is None and small.shape == (400, 1000)

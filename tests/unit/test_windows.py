@@ -31,9 +31,36 @@ def test_a_gap_splits_the_windows():
 
 
 def test_a_failed_observation_closes_the_window_but_not_the_run():
-    wins = plan(_obs(30, states={5: "failed"}))
+    # failed for good (its attempts spent): a gap, like a quarantined observation
+    rows = _obs(30, states={5: "failed"})
+    rows[5]["attempts"] = 3
+    wins = plan(rows, max_attempts=3)
     assert [w.members[0] for w, _ in wins] == ["o06", "o14"]
     assert all("o05" not in w.members for w, _ in wins)
+    assert [w.mosaic_id for w, _ in plan(_obs(30, states={5: "quarantined"}))] == \
+        [w.mosaic_id for w, _ in wins]
+
+
+def test_an_undecided_observation_holds_back_what_its_fate_could_move():
+    """The old failure: o05 failed once (to be retried); windows were cut at it, o05 then
+    succeeded and the windows planned meanwhile overlapped the final ones by 8."""
+    rows = _obs(30, states={5: "failed"})
+    rows[5]["attempts"] = 1
+    wins = plan(rows, max_attempts=3)
+    assert wins == []  # o00..o04 is too short; nothing after o05 is fixed yet
+    rows[5]["state"] = "imaged"
+    assert [w.members[0] for w, _ in plan(rows, max_attempts=3)] == ["o00", "o08", "o16"]
+    # an observation on its way holds back the same way; a quarantined one after it
+    # settles what follows
+    rows = _obs(40, states={3: "imaging", 12: "quarantined"})
+    assert [w.members[0] for w, _ in plan(rows)] == ["o13", "o21", "o29"]
+
+
+def test_a_hole_is_a_boundary_only_once_settled():
+    rows = _obs(24, gaps={7})
+    assert plan(rows, settled=lambda r: False) == []  # o00..o06 too short, o07.. waits
+    assert [w.members[0] for w, _ in plan(rows, settled=lambda r: r["obs_id"] == "o07")] \
+        == ["o07"]
 
 
 def test_declination_change_and_span_limit():
@@ -43,8 +70,21 @@ def test_declination_change_and_span_limit():
 
 
 def test_ready_needs_every_member_imaged():
-    rows = _obs(10, states={9: "imaging"})
-    (w, members), = plan(rows)
-    assert not ready(members)
-    members[9]["state"] = "imaged"
+    (w, members), = plan(_obs(10))
     assert ready(members)
+    members[9]["state"] = "imaging"
+    assert not ready(members)
+
+
+def test_open_windows_say_what_they_wait_for():
+    from engine.windows import open_windows
+
+    rows = _obs(26, states={3: "imaging", 12: "awaiting_calibration"})
+    opened = open_windows(rows)
+    assert [w.members[0] for w, _ in opened] == ["o00", "o08", "o16"]
+    assert opened[0][1] == [("o03", "imaging")]
+    assert opened[1][1] == [("o12", "awaiting_calibration")]
+    # o16..o25 are all imaged: held only by the undecided observations before them
+    assert opened[2][1] == [("o03", "imaging"), ("o12", "awaiting_calibration")]
+    rows[3]["state"] = rows[12]["state"] = "imaged"
+    assert open_windows(rows) == []

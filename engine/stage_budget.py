@@ -1,0 +1,232 @@
+"""The stage area against its budget (``driver.stage_budget_gb``): how full it is, whether
+the driver may take another observation (backpressure), and retention of Measurement Sets
+no longer needed.
+
+What lives in stage: each observation's folder (its MS, subband blocks while converting,
+calibration tables of a calibrator transit, image work while imaging) and mosaic work.
+Observations waiting for a calibrator hold their MSs there, so they count against the
+budget like everything else.
+
+Retention (only with a budget, and only when the next observation does not fit): MSs kept
+by ``publish.keep_ms`` are removed once their image is published, oldest first, those no
+open mosaic window (:func:`engine.windows.open_windows`) holds before those it holds (a
+mosaic needs its members' images, not their MSs); each removal is recorded after it
+happened. If the stage is still too full for the next observation, the
+driver takes none until it is not (backpressure), and ``status`` says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from engine.config import Config
+from engine.paths import confine
+from engine.registry import Registry
+from engine.states import ObsState, ProductState
+
+log = logging.getLogger(__name__)
+
+MS_PER_INPUT_BYTE = 4.0  # stage bytes per input byte before any is measured: the MS's DATA,
+# MODEL and CORRECTED columns, and image work
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes of the regular files under ``path`` (0 if it is gone); races with a task that
+    removes files meanwhile are ignored."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except FileNotFoundError:
+                pass
+    return total
+
+
+class StageBudget:
+    """The stage area's usage, measured on disk.
+
+    Each top-level folder's largest size is sampled by a background thread every
+    ``sample_s`` seconds while the driver runs (``start``), so the short-lived peaks of a
+    conversion (subband blocks beside the MS) and of imaging (CASA's work images) are seen;
+    an observation in flight is counted at that peak (``committed``)."""
+
+    def __init__(self, reg: Registry, cfg: Config, stage: Path, *, sample_s: float = 0.25):
+        self.reg, self.cfg, self.stage = reg, cfg, Path(stage)
+        self.budget = int(cfg.driver.stage_budget_gb * 1e9)
+        self.sample_s = sample_s
+        self._by_dir, self._peak = {}, {}
+        self._ratio = (-1e18, None)  # (when computed, value)
+        self._stop = threading.Event()
+        self._thread = None
+        self.blocked_since: float | None = None
+
+    # --- measuring ---------------------------------------------------------------------
+    def sample(self) -> dict[str, int]:
+        """Measure every top-level folder of stage now (an observation's folder is its
+        obs_id) and keep each one's largest size."""
+        by_dir = ({p.name: tree_bytes(p) for p in self.stage.iterdir()}
+                  if self.stage.is_dir() else {})
+        for name, b in by_dir.items():
+            self._peak[name] = max(b, self._peak.get(name, 0))
+        self._by_dir = by_dir
+        return by_dir
+
+    def start(self):
+        """Sample in a daemon thread until ``stop`` (only with a budget)."""
+        if self.budget <= 0 or self._thread is not None:
+            return
+
+        def loop():
+            while not self._stop.wait(self.sample_s):
+                try:
+                    self.sample()
+                except OSError as exc:  # stage unmounted or unreadable: the driver sees it
+                    log.debug("stage sample: %s", exc)
+
+        self._thread = threading.Thread(target=loop, name="stage-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def usage(self, *, fresh: bool = False) -> dict[str, int]:
+        """``{top-level folder of stage: bytes}``: the last sample (a new one if ``fresh``
+        or none was taken)."""
+        return self.sample() if fresh or not self._by_dir else self._by_dir
+
+    def used(self, *, fresh: bool = False) -> int:
+        """Bytes in stage."""
+        return sum(self.usage(fresh=fresh).values())
+
+    def ratio(self) -> float | None:
+        """Stage bytes per input byte at an observation's peak: the largest seen over the
+        observations in stage that finished imaging (None before any). Recomputed at most
+        every 10 s."""
+        if time.monotonic() - self._ratio[0] > 10.0:
+            seen = []
+            for o, b in list(self._peak.items()):
+                row = self.reg.get("observations", o)
+                if row and row["state"] in (ObsState.IMAGED, ObsState.MOSAICKED):
+                    i = self.reg.input_bytes(o)
+                    seen += [b / i] if i > 0 else []
+            self._ratio = (time.monotonic(), max(seen) if seen else None)
+        return self._ratio[1]
+
+    def estimate(self, obs_id: str) -> int:
+        """Stage bytes the observation will take at its peak: input bytes x ``ratio``
+        (MS_PER_INPUT_BYTE before any is measured)."""
+        return int((self.ratio() or MS_PER_INPUT_BYTE) * self.reg.input_bytes(obs_id))
+
+    def committed(self, active=()) -> int:
+        """Bytes in stage plus what the observations in flight (``active``) may still
+        write: each counts its estimated peak until its folder is larger."""
+        by_dir = self.usage()
+        total = sum(by_dir.values())
+        for o in active:
+            total += max(0, self.estimate(o) - by_dir.get(o, 0))
+        return total
+
+    # --- deciding ----------------------------------------------------------------------
+    def fits(self, obs_id: str, active=()) -> tuple[bool, int, int]:
+        """(whether the observation fits under the budget, bytes committed: in stage and
+        still to come from ``active``, bytes it needs); always fits without a budget."""
+        used, need = self.committed(active), self.estimate(obs_id)
+        return self.budget <= 0 or used + need <= self.budget, used, need
+
+    def room_for(self, obs_id: str, active=()) -> bool:
+        """``fits``, logged: the first refusal with the numbers (``blocked_since`` says
+        since when), and the return under the budget. Until one observation's peak has
+        been measured (``ratio``), one observation at a time."""
+        if self.budget > 0 and active and self.ratio() is None:
+            return False
+        ok, used, need = self.fits(obs_id, active)
+        if ok:
+            if self.blocked_since is not None:
+                log.info("stage has room again (%.3f GB committed of %.3f GB): taking "
+                         "observations again", used / 1e9, self.budget / 1e9)
+            self.blocked_since = None
+            return True
+        if self.blocked_since is None:
+            self.blocked_since = time.time()
+            log.warning("stage %.3f GB committed + %.3f GB for %s would exceed its budget of "
+                        "%.3f GB: no new observation until there is room", used / 1e9,
+                        need / 1e9, obs_id, self.budget / 1e9)
+        return False
+
+    def removable(self, held_open: set) -> list[dict]:
+        """Observations whose kept MS may go (image published), oldest first: those no
+        window that is not yet published holds (``held_open``: obs_ids), then the held ones.
+        A mosaic is made from its members' images, not their MSs, so a held MS goes too
+        when nothing else can: otherwise a budget smaller than a window's MSs would stop
+        the run short of the observations that complete the window."""
+        free, held = [], []
+        for obs in self.reg.rows("observations", ObsState.IMAGED, ObsState.MOSAICKED,
+                                 order_by="start_jd"):
+            if not obs["ms_path"]:
+                continue
+            prod = self.reg.get("products", f"image:{obs['obs_id']}")
+            if prod and prod["state"] == ProductState.PUBLISHED:
+                (held if obs["obs_id"] in held_open else free).append(obs)
+        return free + held
+
+    def make_room(self, next_obs: str | None, held_open, active=()) -> list[str]:
+        """Retention: while the stage cannot take ``next_obs`` (the oldest observation
+        waiting for conversion; None: keep the stage under its budget), remove kept MSs
+        (``removable``), oldest first. Returns the obs_ids whose MS was removed, each
+        recorded after the removal. ``held_open``: a callable giving the obs_ids that open
+        mosaic windows hold (asked only when space is needed); ``active``: observations
+        in flight (``committed``)."""
+        if self.budget <= 0:
+            return []
+        need = self.estimate(next_obs) if next_obs else 0
+        if self.committed(active) + need <= self.budget:
+            return []
+        removed = []
+        for obs in self.removable(set(held_open())):
+            if self.committed(active) + need <= self.budget:
+                break
+            try:
+                shutil.rmtree(confine(obs["ms_path"], self.stage))
+                self.reg.forget_ms(obs["obs_id"], "MS removed by retention: stage over its "
+                                   f"budget of {self.budget / 1e9:.3f} GB")
+            except FileNotFoundError:
+                self.reg.forget_ms(obs["obs_id"], "MS was already gone (retention)")
+            except OSError as exc:  # still there: the record keeps its path
+                log.warning("%s: MS removal by retention failed: %s", obs["obs_id"], exc)
+                continue
+            removed.append(obs["obs_id"])
+            self.usage(fresh=True)
+        if removed:
+            log.info("retention removed %d MS(s) from stage: %s", len(removed),
+                     ", ".join(removed))
+        return removed
+
+    def report(self, next_obs: str | None = None) -> dict:
+        """What ``status`` shows: usage against the budget, whether the next observation
+        (``next_obs``) is held back, and the observations waiting for a calibrator (how
+        many, their bytes, since when they wait)."""
+        waiting = self.reg.rows("observations", ObsState.AWAITING_CALIBRATION,
+                                order_by="start_jd")
+        by_dir = self.usage(fresh=True)
+        held_back = next_obs is not None and not self.fits(next_obs)[0]  # nothing in flight
+        since = min((o["updated_at"] or 0 for o in waiting), default=None)
+        return {
+            "used_bytes": sum(by_dir.values()),
+            "budget_bytes": self.budget or None,
+            "backpressure": bool(held_back),
+            "next_observation": next_obs,
+            "waiting_for_calibrator": len(waiting),
+            "waiting_bytes": sum(by_dir.get(o["obs_id"], 0) for o in waiting),
+            "waiting_since": (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since))
+                               if since else None),
+            "oldest_waiting": waiting[0]["obs_id"] if waiting else None,
+        }
