@@ -24,6 +24,8 @@ Cases (in this order; ``mosaic`` reuses the ``e2e`` run's images, so give both):
 ``flagging``        conversion with flagging off and on (alternating) and with AOFlagger, on
                     one observation with every kind of interference; flags against the
                     truth and against AOFlagger's
+``sourcefind``      source finding and forced photometry on a full-scale image and mosaic
+                    (synthetic skies; the same grids at either scale)
 Timings are wall-clock seconds on this machine, measured side by side in one run.
 """
 
@@ -43,6 +45,7 @@ from benchmarks.flagging import bench_flagging
 from benchmarks.kernels import bench_kernels
 from benchmarks.reconcile import bench_reconcile
 from benchmarks.science import bench_calibrate_image
+from benchmarks.sourcefind import bench_sourcefind
 from benchmarks.throughput import bench_e2e, bench_mosaic
 from benchmarks.uvw_references import bench_uvw_references
 from engine import config
@@ -59,7 +62,8 @@ CASES = {"simulate": bench_simulate, "kernels": bench_kernels, "convert": bench_
          "convert_vs_pyuvdata": bench_convert_vs_pyuvdata, "uvw_references": bench_uvw_references,
          "calibrate_image": bench_calibrate_image, "discovery": bench_discovery,
          "registry": bench_registry, "e2e": bench_e2e, "mosaic": bench_mosaic,
-         "reconcile": bench_reconcile, "flagging": bench_flagging}
+         "reconcile": bench_reconcile, "flagging": bench_flagging,
+         "sourcefind": bench_sourcefind}
 
 
 def main(argv=None):

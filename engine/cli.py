@@ -60,7 +60,9 @@ def _status(cfg, base: Path, as_json: bool) -> int:
     areas = Areas.from_config(cfg, base)
     out["stage"] = StageBudget(reg, cfg, areas.stage).report(reg.oldest(ObsState.COMPLETE))
     out["last_errors"] = reg.last_errors()
-    out["windows"] = MosaicRelease(reg, cfg, areas).open()
+    windows = MosaicRelease(reg, cfg, areas)
+    windows.following = True  # as a following driver sees them: holes still settling
+    out["windows"] = windows.open()
     last = reg.last_reconcile()
     out["reconcile"] = None if last is None else {
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last["at"])),

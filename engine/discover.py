@@ -27,6 +27,7 @@ from engine.errors import FileNotReadyError, InputFileError
 from engine.registry import Registry
 from engine.states import FileStatus, ObsState
 from engine.uvh5io import parse_filename, read_header
+from engine.windows import incomplete_closed
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,16 @@ def _register(cfg, reg, path, st, fn_jd, sb, hdr, report, old_row):
     else:
         report.quarantined.append((str(path), got.problem))
         log.warning("quarantined %s: %s", path, got.problem)
+    if got.n_subbands >= cfg.band.nsubbands and got.obs_state == ObsState.INCOMPLETE:
+        obs = reg.get("observations", got.obs_id)
+        if incomplete_closed(obs, time.time(), cfg.discover.incomplete_wait_s):
+            # closed: mosaic windows may have been planned around it as a gap
+            reg.note("observations", got.obs_id, obs["state"], {
+                "late_file": f"{path}: arrived after the observation was closed as incomplete "
+                             "(discover.incomplete_wait_s after it was marked); not used"})
+            log.warning("%s: late file for observation %s, closed as incomplete: not used",
+                        path, got.obs_id)
+            return
     if got.n_subbands >= cfg.band.nsubbands and got.obs_state in (ObsState.DISCOVERED,
                                                                   ObsState.INCOMPLETE):
         reg.transition("observations", got.obs_id, ObsState.COMPLETE)

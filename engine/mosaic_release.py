@@ -37,6 +37,13 @@ class MosaicRelease:
         # a batch run takes the folder as it is
         self.following = False
 
+    def closed(self, now: float):
+        """``closed(row)`` for :func:`engine.windows.plan` (None: incomplete is final)."""
+        if not self.following:
+            return None
+        wait = self.cfg.discover.incomplete_wait_s
+        return lambda row: windows.incomplete_closed(row, now, wait)
+
     def settled(self, now: float):
         """``settled(row)`` for :func:`engine.windows.plan` (None: every hole is settled)."""
         if not self.following:
@@ -81,7 +88,8 @@ class MosaicRelease:
                     max_span_min=m.max_span_min,
                     dec_tol_rad=math.radians(m.same_dec_tol_deg),
                     max_attempts=self.cfg.driver.max_attempts,
-                    settled=self.settled(time.time() if now is None else now))
+                    settled=self.settled(time.time() if now is None else now),
+                    closed=self.closed(time.time() if now is None else now))
 
     def open(self) -> list[dict]:
         """Windows not mosaicked and published yet: planned ones (their mosaic's state) and

@@ -44,29 +44,43 @@ def random_sources(rng, n: int, wcs, shape, *, snr_min: float, snr_max: float, r
     return [(float(a), float(d), float(s * rms)) for a, d, s in zip(ra, dec, snr)]
 
 
-def sky_wcs(n: int, cell_arcsec: float, ra_deg: float, dec_deg: float) -> WCS:
+def sky_wcs(n, cell_arcsec: float, ra_deg: float, dec_deg: float) -> WCS:
+    """SIN projection centred on (ra_deg, dec_deg); ``n``: side, or (ny, nx)."""
+    ny, nx = (n, n) if np.isscalar(n) else n
     w = WCS(naxis=2)
     w.wcs.ctype = ["RA---SIN", "DEC--SIN"]
     w.wcs.crval = [ra_deg, dec_deg]
-    w.wcs.crpix = [n / 2 + 1, n / 2 + 1]
+    w.wcs.crpix = [nx / 2 + 1, ny / 2 + 1]
     w.wcs.cdelt = [-cell_arcsec / 3600, cell_arcsec / 3600]
     return w
 
 
-def write_image(path: Path, wcs, n: int, beam_arcsec: tuple[float, float, float],
+def write_image(path: Path, wcs, n, beam_arcsec: tuple[float, float, float],
                 rms: float, sources, rng) -> np.ndarray:
-    """Write the image (float32 FITS with BMAJ/BMIN/BPA) and return its data (ny, nx).
+    """Write the image (float32 FITS with BMAJ/BMIN/BPA) and return its data (ny, nx);
+    ``n``: side, or (ny, nx).
 
-    The noise is white noise convolved with the beam, scaled to ``rms`` Jy/beam."""
+    The noise is white noise convolved with the beam, scaled to ``rms`` Jy/beam. Each source
+    is added on a stamp of +-4 FWHM around it (the Gaussian is below 1e-11 of its peak
+    beyond)."""
+    ny, nx = (n, n) if np.isscalar(n) else n
     cell = abs(wcs.wcs.cdelt[1]) * 3600
     bmaj, bmin, bpa = beam_arcsec[0] / cell, beam_arcsec[1] / cell, beam_arcsec[2]
-    kern = _gaussian((n, n), n // 2, n // 2, bmaj, bmin, bpa)
-    white = rng.normal(size=(n, n))
+    kern = _gaussian((ny, nx), nx // 2, ny // 2, bmaj, bmin, bpa)
+    white = rng.normal(size=(ny, nx))
     noise = np.real(np.fft.ifft2(np.fft.fft2(white) * np.fft.fft2(np.fft.ifftshift(kern))))
+    del white, kern
     data = noise * (rms / noise.std())
-    xs, ys = wcs.all_world2pix([s[0] for s in sources], [s[1] for s in sources], 0)
-    for (ra, dec, peak), x, y in zip(sources, xs, ys):
-        data += peak * _gaussian((n, n), x, y, bmaj, bmin, bpa)
+    half = int(np.ceil(4 * max(bmaj, bmin)))
+    if len(sources):
+        xs, ys = wcs.all_world2pix([s[0] for s in sources], [s[1] for s in sources], 0)
+        for (ra, dec, peak), x, y in zip(sources, xs, ys):
+            x0, y0 = max(0, int(x) - half), max(0, int(y) - half)
+            x1, y1 = min(nx, int(x) + half + 1), min(ny, int(y) + half + 1)
+            if x1 <= x0 or y1 <= y0:
+                continue  # off the image
+            data[y0:y1, x0:x1] += peak * _gaussian((y1 - y0, x1 - x0), x - x0, y - y0,
+                                                   bmaj, bmin, bpa)
     hdr = wcs.to_header()
     hdr["BMAJ"], hdr["BMIN"], hdr["BPA"] = beam_arcsec[0] / 3600, beam_arcsec[1] / 3600, bpa
     hdr["BUNIT"] = "Jy/beam"

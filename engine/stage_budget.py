@@ -56,11 +56,14 @@ class StageBudget:
     conversion (subband blocks beside the MS) and of imaging (CASA's work images) are seen;
     an observation in flight is counted at that peak (``committed``)."""
 
-    def __init__(self, reg: Registry, cfg: Config, stage: Path, *, sample_s: float = 0.25):
+    def __init__(self, reg: Registry, cfg: Config, stage: Path, *, sample_s: float = 0.5):
         self.reg, self.cfg, self.stage = reg, cfg, Path(stage)
         self.budget = int(cfg.driver.stage_budget_gb * 1e9)
         self.sample_s = sample_s
         self._by_dir, self._peak = {}, {}
+        self._lock = threading.Lock()
+        self._gen = self._applied = 0  # a sample started earlier never overwrites a later one
+        self._tracked = set()  # observations seen in flight: their peaks are real peaks
         self._ratio = (-1e18, None)  # (when computed, value)
         self._stop = threading.Event()
         self._thread = None
@@ -70,11 +73,16 @@ class StageBudget:
     def sample(self) -> dict[str, int]:
         """Measure every top-level folder of stage now (an observation's folder is its
         obs_id) and keep each one's largest size."""
+        with self._lock:
+            self._gen += 1
+            gen = self._gen
         by_dir = ({p.name: tree_bytes(p) for p in self.stage.iterdir()}
                   if self.stage.is_dir() else {})
-        for name, b in by_dir.items():
-            self._peak[name] = max(b, self._peak.get(name, 0))
-        self._by_dir = by_dir
+        with self._lock:
+            for name, b in by_dir.items():
+                self._peak[name] = max(b, self._peak.get(name, 0))
+            if gen > self._applied:
+                self._by_dir, self._applied = by_dir, gen
         return by_dir
 
     def start(self):
@@ -109,11 +117,12 @@ class StageBudget:
 
     def ratio(self) -> float | None:
         """Stage bytes per input byte at an observation's peak: the largest seen over the
-        observations in stage that finished imaging (None before any). Recomputed at most
-        every 10 s."""
+        observations this driver saw from conversion to image (None before any: a
+        restarted driver measures again). Recomputed at most every 10 s."""
         if time.monotonic() - self._ratio[0] > 10.0:
             seen = []
-            for o, b in list(self._peak.items()):
+            for o in list(self._tracked):
+                b = self._peak.get(o, 0)
                 row = self.reg.get("observations", o)
                 if row and row["state"] in (ObsState.IMAGED, ObsState.MOSAICKED):
                     i = self.reg.input_bytes(o)
@@ -132,6 +141,7 @@ class StageBudget:
         by_dir = self.usage()
         total = sum(by_dir.values())
         for o in active:
+            self._tracked.add(o)
             total += max(0, self.estimate(o) - by_dir.get(o, 0))
         return total
 
@@ -147,6 +157,10 @@ class StageBudget:
         since when), and the return under the budget. Until one observation's peak has
         been measured (``ratio``), one observation at a time."""
         if self.budget > 0 and active and self.ratio() is None:
+            if self.blocked_since is None:
+                self.blocked_since = time.time()
+                log.info("stage budget: one observation at a time until one observation's "
+                         "peak stage use has been measured")
             return False
         ok, used, need = self.fits(obs_id, active)
         if ok:
@@ -163,20 +177,29 @@ class StageBudget:
         return False
 
     def removable(self, held_open: set) -> list[dict]:
-        """Observations whose kept MS may go (image published), oldest first: those no
-        window that is not yet published holds (``held_open``: obs_ids), then the held ones.
-        A mosaic is made from its members' images, not their MSs, so a held MS goes too
-        when nothing else can: otherwise a budget smaller than a window's MSs would stop
-        the run short of the observations that complete the window."""
-        free, held = [], []
+        """Observations whose kept MS may go, oldest first within each group: (1) image
+        published and no window that is not yet published holds it (``held_open``:
+        obs_ids); (2) final gaps (quarantined, or failed ``driver.max_attempts`` times:
+        no image will be made from them); (3) image published, held by such a window. A
+        mosaic is made from its members' images, not their MSs, so a held MS goes too when
+        nothing else can: otherwise a budget smaller than a window's MSs would stop the run
+        short of the observations that complete the window."""
+        free, gaps, held = [], [], []
         for obs in self.reg.rows("observations", ObsState.IMAGED, ObsState.MOSAICKED,
-                                 order_by="start_jd"):
+                                 ObsState.QUARANTINED, ObsState.FAILED, order_by="start_jd"):
             if not obs["ms_path"]:
                 continue
+            if obs["state"] == ObsState.QUARANTINED or (
+                    obs["state"] == ObsState.FAILED
+                    and (obs["attempts"] or 0) >= self.cfg.driver.max_attempts):
+                gaps.append(obs)
+                continue
+            if obs["state"] == ObsState.FAILED:
+                continue  # to be retried, from its MS
             prod = self.reg.get("products", f"image:{obs['obs_id']}")
             if prod and prod["state"] == ProductState.PUBLISHED:
                 (held if obs["obs_id"] in held_open else free).append(obs)
-        return free + held
+        return free + gaps + held
 
     def make_room(self, next_obs: str | None, held_open, active=()) -> list[str]:
         """Retention: while the stage cannot take ``next_obs`` (the oldest observation
@@ -191,6 +214,8 @@ class StageBudget:
         if self.committed(active) + need <= self.budget:
             return []
         removed = []
+        if not self.removable(set()):  # nothing could go: spare the window planning
+            return []
         for obs in self.removable(set(held_open())):
             if self.committed(active) + need <= self.budget:
                 break
@@ -227,6 +252,6 @@ class StageBudget:
             "waiting_for_calibrator": len(waiting),
             "waiting_bytes": sum(by_dir.get(o["obs_id"], 0) for o in waiting),
             "waiting_since": (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since))
-                               if since else None),
+                              if since else None),
             "oldest_waiting": waiting[0]["obs_id"] if waiting else None,
         }

@@ -3,8 +3,9 @@
 The rule (docs/ARCHITECTURE.md, "Mosaic windows"), in observation-time order:
 
 - Each observation has a fate. Final: *member* (imaged or mosaicked) or *gap* (quarantined,
-  incomplete, or failed ``driver.max_attempts`` times). Anything else (on its way, waiting
-  for a calibrator, failed with attempts left) is *undecided*.
+  failed ``driver.max_attempts`` times, or incomplete and closed: when following, after
+  ``discover.incomplete_wait_s`` more, from when discovery no longer completes it). Anything
+  else (on its way, waiting for a calibrator, failed with attempts left) is *undecided*.
 - A segment is a run of consecutive members of one declination. It ends at a gap, at a
   declination change, and at a hole in time (consecutive starts more than
   ``mosaic.max_gap_obs`` cadences apart: an observation that never came).
@@ -15,7 +16,8 @@ The rule (docs/ARCHITECTURE.md, "Mosaic windows"), in observation-time order:
   before it, and nothing after it is planned until the next boundary that no fate can
   move: a gap, or a hole or declination change that is *settled* (``settled(row)`` of the
   observation after it: no late observation can still arrive in the hole; always true in a
-  batch run, after ``discover.incomplete_wait_s`` when following).
+  batch run, after ``discover.incomplete_wait_s`` when following). The run's first
+  observation starts a segment only once settled the same way.
 
 A window's membership therefore depends only on observation times and final fates, never on
 the order in which observations failed, retried, arrived or finished: every window planned
@@ -56,35 +58,48 @@ def mosaic_id_for(members: tuple, start_jd: float) -> str:
 MEMBER, GAP_FATE = "member", "gap"
 
 
-def fate(row, max_attempts: int | None = None) -> str | None:
+def incomplete_closed(row, now: float, wait_s: float) -> bool:
+    """Whether an incomplete observation is closed: incomplete for ``wait_s`` seconds
+    (``discover.incomplete_wait_s``) since it was marked (``updated_at``, Unix time). A
+    closed observation is a final gap: discovery no longer completes it with a late file
+    (:func:`engine.discover.scan`), since windows may have been planned around it."""
+    return row["state"] == ObsState.INCOMPLETE and now - (row.get("updated_at") or now) >= wait_s
+
+
+def fate(row, max_attempts: int | None = None, closed=None) -> str | None:
     """``"member"``, ``"gap"`` or None (undecided) for an observation row (state, attempts).
 
     FAILED is a gap once ``max_attempts`` attempts are spent (``max_attempts`` None: never,
-    a failed observation is always retried)."""
+    a failed observation is always retried). INCOMPLETE is a gap once ``closed(row)``
+    (None: at once; a batch run takes the folder as it is)."""
     state = row["state"]
     if state in HAS_IMAGE:
         return MEMBER
-    if state in GAP:
-        if state != ObsState.FAILED or (
-                max_attempts is not None and (row.get("attempts") or 0) >= max_attempts):
-            return GAP_FATE
-    return None
+    if state == ObsState.FAILED:
+        done = max_attempts is not None and (row.get("attempts") or 0) >= max_attempts
+        return GAP_FATE if done else None
+    if state == ObsState.INCOMPLETE:
+        return GAP_FATE if closed is None or closed(row) else None
+    return GAP_FATE if state in GAP else None
 
 
 def segments(observations, *, max_gap_obs: float, dec_tol_rad: float,
-             max_attempts: int | None = None, settled=None):
+             max_attempts: int | None = None, settled=None, closed=None):
     """The settled segments of time-ordered observation rows (module docstring): lists of
     consecutive member rows of one declination, each ending at a gap, a hole, a declination
-    change or an undecided observation, each starting at a boundary no fate can move."""
-    out, cur, certain, prev = [], [], True, None
-    for o in sorted(observations, key=lambda r: r["start_jd"]):
+    change or an undecided observation, each starting at a boundary no fate can move. The
+    first observation is such a start only once settled (an earlier one may still come)."""
+    out, cur, prev = [], [], None
+    rows = sorted(observations, key=lambda r: r["start_jd"])
+    certain = not rows or settled is None or bool(settled(rows[0]))
+    for o in rows:
         if prev is not None and (
                 (o["start_jd"] - prev["start_jd"]) * 86400 > max_gap_obs * CADENCE_S
                 or abs(o["dec_rad"] - prev["dec_rad"]) > dec_tol_rad):
             out.append(cur)
             cur, certain = [], settled is None or bool(settled(o))
         prev = o
-        f = fate(o, max_attempts)
+        f = fate(o, max_attempts, closed)
         if f == GAP_FATE:
             out.append(cur)
             cur, certain = [], True
@@ -99,17 +114,19 @@ def segments(observations, *, max_gap_obs: float, dec_tol_rad: float,
 
 def plan(observations, *, size: int = 10, overlap: int = 2, max_gap_obs: float = 1.5,
          max_span_min: float = 60.0, dec_tol_rad: float = 1e-3,
-         max_attempts: int | None = None, settled=None):
+         max_attempts: int | None = None, settled=None, closed=None):
     """Every window the observations' final fates already fix (module docstring), each with
     the rows of its members: ``[(Window, [row, ...]), ...]`` in time order.
 
     ``max_attempts``: a failed observation with this many attempts is a gap (None: failed
     is undecided). ``settled(row)``: whether the hole or declination change before ``row``
-    can no longer be filled by a late observation (None: always; a batch run)."""
+    (or, for the first row, the time before it) can no longer be filled by a late
+    observation (None: always; a batch run). ``closed(row)``: whether an incomplete
+    observation is final (:func:`incomplete_closed`; None: always)."""
     step = max(1, size - overlap)
     windows = []
     for seg in segments(observations, max_gap_obs=max_gap_obs, dec_tol_rad=dec_tol_rad,
-                        max_attempts=max_attempts, settled=settled):
+                        max_attempts=max_attempts, settled=settled, closed=closed):
         for i in range(0, len(seg) - size + 1, step):
             rows = seg[i:i + size]
             span_min = (rows[-1]["end_jd"] - rows[0]["start_jd"]) * 1440
@@ -129,14 +146,14 @@ def open_windows(observations, **rule):
     ``rule``: the keyword arguments of :func:`plan`. A window waits for its undecided
     members; with none, for the undecided observations before it in its segment (their
     fates may still move it) or for a hole before it to settle (``[]``)."""
-    max_attempts = rule.get("max_attempts")
+    max_attempts, closed = rule.get("max_attempts"), rule.get("closed")
     planned = {w.mosaic_id for w, _ in plan(observations, **rule)}
     rows = sorted(observations, key=lambda r: r["start_jd"])
-    undecided = [r for r in rows if fate(r, max_attempts) is None]
-    hopeful = [{**r, "state": ObsState.IMAGED} if fate(r, max_attempts) is None else r
-               for r in rows]
+    undecided = [r for r in rows if fate(r, max_attempts, closed) is None]
+    hopeful = [{**r, "state": ObsState.IMAGED} if fate(r, max_attempts, closed) is None
+               else r for r in rows]
     out = []
-    for w, members in plan(hopeful, **{**rule, "settled": None}):
+    for w, members in plan(hopeful, **{**rule, "settled": None, "closed": None}):
         if w.mosaic_id in planned:
             continue
         ids = set(w.members)

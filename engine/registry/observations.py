@@ -134,7 +134,8 @@ class ObservationRecords:
         for r in self.db.execute(
                 "SELECT table_name, old, key, at, detail FROM events WHERE new IN (?, ?, ?) "
                 "AND detail IS NOT NULL ORDER BY id", ends):
-            error = json.loads(r[4]).get("error")
+            detail = json.loads(r[4])
+            error = detail.get("error") if isinstance(detail, dict) else None
             if error:
                 out[f"{r[0]} {r[1]}"] = {"key": r[2], "error": error[:300], "at": time.strftime(
                     "%Y-%m-%dT%H:%M:%SZ", time.gmtime(r[3]))}
@@ -156,10 +157,11 @@ class ObservationRecords:
                 self.db.execute("SELECT count(*), max(updated_at) FROM mosaics").fetchone())
 
     def observation_summaries(self) -> list[dict]:
-        """obs_id, start_jd, end_jd, dec_rad, state, attempts and first_seen_at (Unix time
-        its first file was seen) of every observation (mosaic planning)."""
+        """obs_id, start_jd, end_jd, dec_rad, state, attempts, updated_at and first_seen_at
+        (Unix time its first file was seen) of every observation (mosaic planning)."""
         return list(self.db.query(
             "SELECT o.obs_id, o.start_jd, o.end_jd, o.dec_rad, o.state, o.attempts, "
+            "o.updated_at, "
             "(SELECT min(f.first_seen_at) FROM files f WHERE f.obs_id = o.obs_id) "
             "AS first_seen_at FROM observations o"))
 

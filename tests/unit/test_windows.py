@@ -88,3 +88,19 @@ def test_open_windows_say_what_they_wait_for():
     assert opened[2][1] == [("o03", "imaging"), ("o12", "awaiting_calibration")]
     rows[3]["state"] = rows[12]["state"] = "imaged"
     assert open_windows(rows) == []
+
+
+def test_an_incomplete_observation_is_a_gap_only_once_closed():
+    """A late file may still complete an incomplete observation until it is closed
+    (discover.incomplete_wait_s after it was marked): until then it holds back the windows
+    after it, as an undecided one does; the first observation waits to be settled too."""
+    from engine.windows import incomplete_closed
+
+    rows = _obs(30, states={5: "incomplete"})
+    rows[5]["updated_at"] = 1000.0
+    assert plan(rows, closed=lambda r: incomplete_closed(r, 1500.0, 600.0)) == []
+    closed = plan(rows, closed=lambda r: incomplete_closed(r, 1600.0, 600.0))
+    assert [w.members[0] for w, _ in closed] == ["o06", "o14"]
+    assert [w.mosaic_id for w, _ in closed] == [w.mosaic_id for w, _ in plan(rows)]
+    # a first observation not yet settled: an earlier one may still come
+    assert plan(_obs(10), settled=lambda r: r["obs_id"] != "o00") == []

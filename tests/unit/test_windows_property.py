@@ -1,6 +1,7 @@
 """Property test of the mosaic-window rule (engine/windows.py): for a day of observations
 with random fates, arriving up to two observations late and finishing in a random order
-(failures retried, some for good), every window planned at any moment is one of the windows
+(failures retried, some for good; incomplete ones closed, or completed by a late
+file), every window planned at any moment is one of the windows
 the final fates give, all of those are planned by the end, and no two share more than
 ``overlap`` members. Hundreds of random orders, each checked after every event."""
 
@@ -26,7 +27,8 @@ def _day(rng):
         dec = 0.95 if i < 170 else 0.60  # the telescope moved once
         u = rng.uniform()
         fate = ("missing" if u < 0.02 else "quarantined" if u < 0.04 else
-                "incomplete" if u < 0.05 else "failed" if u < 0.07 else "imaged")
+                "incomplete" if u < 0.05 else "failed" if u < 0.07 else
+                "late_complete" if u < 0.08 else "imaged")
         if fate == "missing":
             missing.add(i)
         rows.append({"obs_id": f"o{i:03d}", "start_jd": t, "end_jd": t + 300 / 86400,
@@ -53,7 +55,13 @@ def _events(rng, rows, missing, late=LATE):
         ev = []
         for k in range(1, fails + 1):
             ev += [("fail", i, k)] + ([("retry", i, k)] if k < MAX_ATTEMPTS else [])
-        queues[i] = ev + ([(r["fate"], i, None)] if r["fate"] != "failed" else [])
+        if r["fate"] == "incomplete":  # marked incomplete, later closed
+            ev += [("incomplete", i, None), ("close", i, None)]
+        elif r["fate"] == "late_complete":  # marked incomplete, then its late file came
+            ev += [("incomplete", i, None), ("imaged", i, None)]
+        elif r["fate"] != "failed":
+            ev.append((r["fate"], i, None))
+        queues[i] = ev
     out, live = [], []
 
     def step():
@@ -92,10 +100,13 @@ def _replay(rows, events, *, late=LATE, trust_holes=False):
             current[oid].update(state="failed", attempts=arg)
         elif kind == "retry":
             current[oid].update(state="converting")
+        elif kind == "close":
+            current[oid].update(closed=True)
         else:
             current[oid].update(state=kind)
         for w, members in plan(current.values(), size=SIZE, overlap=OVERLAP,
-                               max_attempts=MAX_ATTEMPTS, settled=settled):
+                               max_attempts=MAX_ATTEMPTS, settled=settled,
+                               closed=lambda r: r.get("closed", False)):
             seen.setdefault(w.mosaic_id, w)
             assert all(m["state"] == "imaged" for m in members)
     return seen, list(current.values())
@@ -112,7 +123,7 @@ def _truth(final):
     for w in truth.values():  # no window holds a gap, a hole or a declination change
         idx = [int(o[1:]) for o in w.members]
         assert idx == list(range(idx[0], idx[0] + SIZE))
-        assert all(by_id[o]["fate"] == "imaged" for o in w.members)
+        assert all(by_id[o]["fate"] in ("imaged", "late_complete") for o in w.members)
         assert len({by_id[o]["dec_rad"] for o in w.members}) == 1
     return truth
 
