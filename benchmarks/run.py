@@ -26,6 +26,9 @@ Cases (in this order; ``mosaic`` reuses the ``e2e`` run's images, so give both):
                     truth and against AOFlagger's
 ``sourcefind``      source finding and forced photometry on a full-scale image and mosaic
                     (synthetic skies; the same grids at either scale)
+``soak``            160 observations streamed into ``run --follow`` (tiny scale, every 4 s)
+                    while the driver is killed and restarted (benchmarks/soak.py); only
+                    with ``--only soak`` (about 40 minutes)
 Timings are wall-clock seconds on this machine, measured side by side in one run.
 """
 
@@ -45,6 +48,7 @@ from benchmarks.flagging import bench_flagging
 from benchmarks.kernels import bench_kernels
 from benchmarks.reconcile import bench_reconcile
 from benchmarks.science import bench_calibrate_image
+from benchmarks.soak import bench_soak
 from benchmarks.sourcefind import bench_sourcefind
 from benchmarks.throughput import bench_e2e, bench_mosaic
 from benchmarks.uvw_references import bench_uvw_references
@@ -63,13 +67,14 @@ CASES = {"simulate": bench_simulate, "kernels": bench_kernels, "convert": bench_
          "calibrate_image": bench_calibrate_image, "discovery": bench_discovery,
          "registry": bench_registry, "e2e": bench_e2e, "mosaic": bench_mosaic,
          "reconcile": bench_reconcile, "flagging": bench_flagging,
-         "sourcefind": bench_sourcefind}
+         "sourcefind": bench_sourcefind, "soak": bench_soak}
+DEFAULT = [c for c in CASES if c != "soak"]
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", choices=sorted(SCALES), default="small")
-    ap.add_argument("--only", nargs="*", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--only", nargs="*", default=DEFAULT, choices=list(CASES))
     ap.add_argument("--workdir", default=None, help="keep inputs and outputs here")
     ap.add_argument("--address", default="local",
                     help="Ray cluster to run the Ray cases on (default: a local one)")

@@ -149,8 +149,10 @@ class StageBudget:
     def fits(self, obs_id: str, active=()) -> tuple[bool, int, int]:
         """(whether the observation fits under the budget, bytes committed: in stage and
         still to come from ``active``, bytes it needs); always fits without a budget."""
+        if self.budget <= 0:
+            return True, 0, 0
         used, need = self.committed(active), self.estimate(obs_id)
-        return self.budget <= 0 or used + need <= self.budget, used, need
+        return used + need <= self.budget, used, need
 
     def room_for(self, obs_id: str, active=()) -> bool:
         """``fits``, logged: the first refusal with the numbers (``blocked_since`` says

@@ -4,26 +4,15 @@ through the run), removes kept MSs no open window needs (recorded after the remo
 holds back new observations while there is no room, and ``status`` reports it all."""
 
 import json
-import os
 import threading
 
 import pytest
 import ray
 
+from benchmarks.soak import files_bytes
 from engine import config, scheduler, simulate
 from engine.cli import main as cli_main
 from engine.registry import Registry
-
-
-def _stage_bytes(stage):
-    total = 0
-    for root, _dirs, files in os.walk(stage):
-        for f in files:
-            try:
-                total += os.lstat(os.path.join(root, f)).st_size
-            except FileNotFoundError:
-                pass
-    return total
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +34,7 @@ def budget_run(tmp_path_factory):
 
     def sample():
         while not stop.wait(0.1):
-            samples.append(_stage_bytes(stage))
+            samples.append(files_bytes(stage))
 
     t = threading.Thread(target=sample, daemon=True)
     t.start()
@@ -91,7 +80,7 @@ def test_status_reports_stage_lag_and_windows(budget_run, capsys):
     out = json.loads(capsys.readouterr().out)
     st = out["stage"]
     assert abs(st["budget_bytes"] - budget) <= 1
-    assert st["used_bytes"] == _stage_bytes(cfg.resolve_path("stage", base))
+    assert st["used_bytes"] == files_bytes(cfg.resolve_path("stage", base))
     assert st["used_bytes"] <= budget and st["backpressure"] is False
     lag = out["lag"]
     assert lag["behind_s"] == 0.0  # every observation published
