@@ -333,6 +333,7 @@ class Soak:
         products = list(reg.db["products"].rows)
         images = [p for p in products if p["data_id"].startswith("image:")]
         published_imgs = [p for p in images if p["state"] == "published"]
+        rejected = {p["data_id"][6:]: p["last_error"] for p in images if p["state"] == "rejected"}
         pub_dirs = [d for d in self.cfg.resolve_path("products", self.work).iterdir()
                     if d.is_dir() and d.name not in ("mosaics", "lightcurves")]
         # the windows the rule gives from the observation list alone: every delivered
@@ -371,6 +372,7 @@ class Soak:
                                            if r["obs_id"] == bad_id), None),
             "good_observations": self.nobs - 2,
             "imaged": len(good), "images_published": len(published_imgs),
+            "images_rejected_by_qa": rejected,
             "image_rows": len(images),
             "image_product_dirs": len(pub_dirs),
             "mosaics_published": len(published_mos), "mosaics_predicted": len(predicted),
@@ -386,6 +388,8 @@ class Soak:
             "lag_publication_s": st["lag"]["publication_s"],
             "calibrations": reg_count(self.cfg.resolve_path("registry", self.work)),
             "events": self.events,
+            # (s since start, stage bytes, driver RSS bytes) every ~10 s, for a later look
+            "samples": [x[:3] for x in self.samples[::10]],
             "wall_s": time.monotonic() - self.t0,
         }
 
