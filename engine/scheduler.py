@@ -268,6 +268,7 @@ class Driver:
         cfg, obs_id = self.cfg, obs["obs_id"]
         self.reg.transition("observations", obs_id, ObsState.CONVERTING,
                             expect=ObsState.COMPLETE, lease_owner=self.owner)
+        self.stage_budget.track(obs_id)
         files = self.reg.subband_files(obs_id)
         for f in files:  # never trust a stored path: it must still be there, in incoming
             confine(f, self.areas.incoming)

@@ -63,7 +63,7 @@ class StageBudget:
         self._by_dir, self._peak = {}, {}
         self._lock = threading.Lock()
         self._gen = self._applied = 0  # a sample started earlier never overwrites a later one
-        self._tracked = set()  # observations seen in flight: their peaks are real peaks
+        self._tracked = set()  # conversions this driver started: their peaks are whole
         self._ratio = (-1e18, None)  # (when computed, value)
         self._stop = threading.Event()
         self._thread = None
@@ -115,9 +115,16 @@ class StageBudget:
         """Bytes in stage."""
         return sum(self.usage(fresh=fresh).values())
 
+    def track(self, obs_id: str):
+        """This driver starts the observation's conversion: its folder's peak, once it is
+        imaged, covers conversion (subband blocks beside the MS) and imaging alike. An
+        observation taken up after a restart from its MS shows only the imaging part and
+        would make the ratio too small."""
+        self._tracked.add(obs_id)
+
     def ratio(self) -> float | None:
         """Stage bytes per input byte at an observation's peak: the largest seen over the
-        observations this driver saw from conversion to image (None before any: a
+        observations this driver converted and imaged (``track``; None before any: a
         restarted driver measures again). Recomputed at most every 10 s."""
         if time.monotonic() - self._ratio[0] > 10.0:
             seen = []
@@ -141,7 +148,6 @@ class StageBudget:
         by_dir = self.usage()
         total = sum(by_dir.values())
         for o in active:
-            self._tracked.add(o)
             total += max(0, self.estimate(o) - by_dir.get(o, 0))
         return total
 

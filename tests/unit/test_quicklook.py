@@ -58,12 +58,10 @@ def test_axes_circles_beam_and_crop(tmp_path):
 def test_circles_stay_visible_on_a_wide_mosaic():
     """A 6000-pixel strip is drawn ~5 image pixels per screen pixel: a circle of two beams
     (6 pixels) would be about one screen pixel and hide the source it marks."""
+    from engine.skyimage import sky_wcs
+
     n_x, n_y = 6000, 400
-    w = WCS(naxis=2)
-    w.wcs.ctype = ["RA---SIN", "DEC--SIN"]
-    w.wcs.crval = [200.0, 31.0]
-    w.wcs.crpix = [n_x / 2 + 1, n_y / 2 + 1]
-    w.wcs.cdelt = [-8 / 3600, 8 / 3600]
+    w = sky_wcs((n_y, n_x), 8.0, 200.0, 31.0)
     hdr = w.to_header()
     hdr["BMAJ"], hdr["BMIN"], hdr["BPA"] = 24 / 3600, 24 / 3600, 0.0
     data = np.random.default_rng(1).normal(0, 1e-3, (n_y, n_x))
