@@ -19,6 +19,9 @@ Cases (in this order; ``mosaic`` reuses the ``e2e`` run's images, so give both):
 ``e2e``             12 observations through the real driver with 1 and 2 worker CPUs
                     (with ``--address``: once, on all the cluster's CPUs)
 ``mosaic``          the 10-observation mosaic step on the e2e run's images
+``mosaic_full``     the mosaic of 10 full-scale synthetic members, step by step, and its
+                    reprojection beside the SkyCoord route it replaced (the scale option
+                    does not apply)
 ``reconcile``       ``reconcile --deep`` against ``sha256sum`` on the same files (the e2e
                     run's products when it ran in the same --workdir)
 ``flagging``        conversion with flagging off and on (alternating) and with AOFlagger, on
@@ -46,6 +49,7 @@ from benchmarks.bookkeeping import bench_discovery, bench_registry
 from benchmarks.conversion import bench_convert, bench_convert_vs_pyuvdata, bench_simulate
 from benchmarks.flagging import bench_flagging
 from benchmarks.kernels import bench_kernels
+from benchmarks.mosaic import bench_mosaic_full
 from benchmarks.reconcile import bench_reconcile
 from benchmarks.science import bench_calibrate_image
 from benchmarks.soak import bench_soak
@@ -66,6 +70,7 @@ CASES = {"simulate": bench_simulate, "kernels": bench_kernels, "convert": bench_
          "convert_vs_pyuvdata": bench_convert_vs_pyuvdata, "uvw_references": bench_uvw_references,
          "calibrate_image": bench_calibrate_image, "discovery": bench_discovery,
          "registry": bench_registry, "e2e": bench_e2e, "mosaic": bench_mosaic,
+         "mosaic_full": bench_mosaic_full,
          "reconcile": bench_reconcile, "flagging": bench_flagging,
          "sourcefind": bench_sourcefind, "soak": bench_soak}
 DEFAULT = [c for c in CASES if c != "soak"]

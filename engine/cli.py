@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -265,6 +266,8 @@ def main(argv=None) -> int:
     v = sub.add_parser("convert", help="convert one observation outside the driver")
     v.add_argument("inputs", nargs="+", help="16 subband files or one folder")
     v.add_argument("--out", required=True, help="output Measurement Set")
+    v.add_argument("--workers", type=int, default=0,
+                   help="processes converting subbands (0: ray.num_cpus, else every CPU)")
     st = sub.add_parser("status", help="registry summary")
     st.add_argument("--json", action="store_true")
     _path_options(st)
@@ -333,7 +336,9 @@ def main(argv=None) -> int:
 
             ins = [Path(p) for p in args.inputs]
             files = sorted(ins[0].glob("*.hdf5")) if len(ins) == 1 and ins[0].is_dir() else ins
-            print(json.dumps(convert_local([str(f) for f in files], args.out, cfg), indent=1))
+            workers = args.workers or cfg.ray.num_cpus or os.cpu_count()
+            print(json.dumps(convert_local([str(f) for f in files], args.out, cfg,
+                                           workers=workers), indent=1))
             return 0
         if args.cmd == "status":
             return _status(cfg, base, args.json)

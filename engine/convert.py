@@ -478,8 +478,15 @@ def read_subband_meta(path: str) -> dict:
                 "pols": h["polarization_array"][()].astype(np.int64)}
 
 
-def convert_local(paths, out_ms: str, cfg: Config, *, workdir: Path | None = None) -> dict:
-    """Convert one observation in this process (``dsa110-engine convert``)."""
+def convert_local(paths, out_ms: str, cfg: Config, *, workdir: Path | None = None,
+                  workers: int = 1) -> dict:
+    """Convert one observation outside Ray (``dsa110-engine convert``): its subbands in
+    ``workers`` processes (1: in this process), then the assembly here.
+
+    Worker processes are spawned (not forked: this process may hold threads) and share
+    nothing but the zarr store, as Ray's conversion tasks do; an error in one subband
+    stops the conversion and is raised here as the task raised it.
+    """
     from engine.discover import obs_id_for
 
     headers = [read_header(p) for p in paths]
@@ -487,8 +494,17 @@ def convert_local(paths, out_ms: str, cfg: Config, *, workdir: Path | None = Non
     plan = plan_observation(obs_id, paths, cfg, headers=headers)
     store = Path(workdir or Path(out_ms).parent) / f"{obs_id}.zarr"
     todo = prepare_store(store, plan, cfg)
-    subbands = [convert_subband(s.path, str(store), plan.to_json()) for s in plan.slots
-                if s.subband in todo]
+    slots = [s.path for s in plan.slots if s.subband in todo]
+    if workers > 1 and len(slots) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=min(workers, len(slots)),
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            subbands = list(pool.map(convert_subband, slots, [str(store)] * len(slots),
+                                     [plan.to_json()] * len(slots)))
+    else:
+        subbands = [convert_subband(p, str(store), plan.to_json()) for p in slots]
     manifest = assemble_ms(str(store), out_ms, cfg)
     manifest["subbands"] = subbands  # as the Ray path returns them (engine.raytasks)
     shutil.rmtree(store)

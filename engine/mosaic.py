@@ -29,7 +29,8 @@ from engine.beams import common_beam, convolve_to
 from engine.image import INNER_PB, _mad_rms, find_catalogue
 from engine.quicklook import catalogue_marks, render
 from engine.paths import commit_dir, work_folder
-from kernels.mosaic import accumulate
+from engine.sinproject import footprint, frames
+from kernels.mosaic import accumulate, accumulate_sin
 
 # images are resampled with Lanczos-3: bilinear lost 11 % of the peak flux of point sources
 # in the science tests' mosaics (beams of 2.3 pixels' minor axis)
@@ -65,12 +66,50 @@ def output_grid(wcss, shapes, cell_deg: float, pad: int = 4) -> WCS:
     w.wcs.crval = [centre.ra.deg, centre.dec.deg]
     w.wcs.cdelt = [-cell_deg, cell_deg]
     w.wcs.crpix = [1.0, 1.0]
+    for v in wcss:
+        v.wcs.set()  # RADESYS and EQUINOX defaulted as wcslib reads them
+    systems = {(v.wcs.radesys, v.wcs.equinox if v.wcs.radesys in ("FK4", "FK5") else None)
+               for v in wcss}
+    if len(systems) == 1:  # the members' frame, so they map onto it without a frame change
+        w.wcs.radesys, equinox = systems.pop()
+        if equinox is not None:
+            w.wcs.equinox = equinox
     x, y = w.world_to_pixel(allc)
     nx = int(np.ceil(x.max() - x.min())) + 2 * pad
     ny = int(np.ceil(y.max() - y.min())) + 2 * pad
     w.wcs.crpix = [1.0 - x.min() + pad, 1.0 - y.min() + pad]
     w.pixel_shape = (nx, ny)
     return w
+
+
+def _add_member(grid: WCS, sums, img, pb, w: WCS, weight: float, noise: dict):
+    """Add one member to the output grid's sums (2-D, in place), visiting only the output
+    pixels its image can cover. SIN members in the grid's frame are mapped in the numba
+    kernel (:func:`kernels.mosaic.accumulate_sin`); any other projection through astropy's
+    WCS on arrays, then :func:`kernels.mosaic.accumulate`."""
+    num, den, cov = sums
+    box = footprint(w, img.shape, grid, num.shape)
+    if box is None:
+        return
+    fr = frames(grid, w)
+    if fr is not None:
+        accumulate_sin(num, den, cov, img, pb, weight, fr, box, lanczos=LANCZOS, **noise)
+        return
+    y0, y1, x0, x1 = box
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    with np.errstate(invalid="ignore"):
+        xin, yin = w.all_world2pix(*grid.all_pix2world(xx.ravel(), yy.ravel(), 0), 0)
+    sub = [a[y0:y1, x0:x1].ravel() for a in (num, den, cov)]
+    accumulate(*sub, img, pb, weight, xin, yin, lanczos=LANCZOS)
+    if noise:
+        rsub, vsub = (noise[k][y0:y1, x0:x1].ravel() for k in ("rnum", "var"))
+        scratch = np.zeros_like(rsub), np.zeros_like(rsub)
+        accumulate(rsub, *scratch, noise["resid"], pb, weight, xin, yin, lanczos=LANCZOS)
+        # sampling the beam as the "image" adds vweight B^2
+        accumulate(vsub, *scratch, pb, pb, noise["vweight"], xin, yin)
+        sub += [rsub, vsub]
+    for a, part in zip((num, den, cov, noise.get("rnum"), noise.get("var")), sub):
+        a[y0:y1, x0:x1] = part.reshape(y1 - y0, x1 - x0)
 
 
 def _common_beam_members(loaded):
@@ -95,9 +134,22 @@ def _common_beam_members(loaded):
     return target, factors
 
 
+class _Clock:
+    """Wall-clock laps (s) of the mosaic's steps, for its QA and the benchmark."""
+
+    def __init__(self):
+        self.t, self.laps = time.perf_counter(), {}
+
+    def lap(self, name: str):
+        now = time.perf_counter()
+        self.laps[name] = round(now - self.t, 3)
+        self.t = now
+
+
 def _write_mosaic(work: Path, members: list, cfg: Config, mosaic_id: str):
     """Write the mosaic, weight map, residual and thermal maps and PNG into ``work``;
     returns (file names by kind, QA so far, the mosaic array, common beam, cell in deg)."""
+    clock = _Clock()
     loaded = []
     for m in members:
         img, hdr, w = _load(m["image"])
@@ -108,6 +160,7 @@ def _write_mosaic(work: Path, members: list, cfg: Config, mosaic_id: str):
         if resid is not None and resid.shape != img.shape:
             raise StaleProductError(f"{m['residual']}: shape {resid.shape} != image {img.shape}")
         loaded.append([img, pb, w, hdr, resid, m])
+    clock.lap("load_s")
     have_beams = all("BMAJ" in h and "BMIN" in h for _, _, _, h, *_ in loaded)
     beam, factors = (_common_beam_members(loaded) if have_beams
                      else (None, [1.0] * len(loaded)))
@@ -115,21 +168,16 @@ def _write_mosaic(work: Path, members: list, cfg: Config, mosaic_id: str):
     cell = min(abs(x[3]["CDELT2"]) for x in loaded)
     grid = output_grid([x[2] for x in loaded], [x[0].shape for x in loaded], cell)
     nx, ny = grid.pixel_shape
-    yy, xx = np.mgrid[0:ny, 0:nx]
-    world = grid.pixel_to_world(xx.ravel(), yy.ravel())
-    num, den, cov = np.zeros(nx * ny), np.zeros(nx * ny), np.zeros(nx * ny)
-    rnum, var = np.zeros(nx * ny), np.zeros(nx * ny)
-    scratch = np.zeros(nx * ny), np.zeros(nx * ny)
+    num, den, cov, rnum, var = (np.zeros((ny, nx)) for _ in range(5))
+    clock.lap("beam_and_grid_s")
     for (img, pb, w, _, resid, m), factor in zip(loaded, factors):
         sigma = (m.get("rms") or _mad_rms(resid if resid is not None else img)) * factor
         weight = 1.0 / sigma ** 2
-        xin, yin = (np.asarray(a) for a in w.world_to_pixel(world))
-        accumulate(num, den, cov, img, pb, weight, xin, yin, lanczos=LANCZOS)
-        if with_noise:
-            accumulate(rnum, *scratch, resid, pb, weight, xin, yin, lanczos=LANCZOS)
-            # sampling the beam as the "image" adds weight^2 sigma_th^2 B^2
-            accumulate(var, *scratch, pb, pb, (weight * m["thermal_jy"] * factor) ** 2,
-                       xin, yin)
+        noise = (dict(resid=resid, rnum=rnum, var=var,
+                      vweight=(weight * m["thermal_jy"] * factor) ** 2) if with_noise else {})
+        _add_member(grid, (num, den, cov), img, pb, w, weight, noise)
+    clock.lap("reproject_s")
+    num, den, cov, rnum, var = (a.ravel() for a in (num, den, cov, rnum, var))
     keep = (cov >= cfg.mosaic.min_pb) & (den > 0)
 
     def finish(a):
@@ -158,7 +206,7 @@ def _write_mosaic(work: Path, members: list, cfg: Config, mosaic_id: str):
     whdr = hdr.copy()
     whdr["BUNIT"] = "1/(Jy/beam)^2"
     fits.PrimaryHDU(weight_map, whdr).writeto(work / names["weight"])
-    qa = {"noise_factors": factors}
+    qa = {"noise_factors": factors, "timing": clock.laps}
     if with_noise:
         resid_mosaic = finish(rnum / safe)
         thermal = finish(np.sqrt(var) / safe)
@@ -171,11 +219,14 @@ def _write_mosaic(work: Path, members: list, cfg: Config, mosaic_id: str):
             ratio = _mad_rms(resid_mosaic[inner] / thermal[inner])
             qa.update(residual_rms_jy=_mad_rms(resid_mosaic[inner]),
                       thermal_jy=float(np.median(thermal[inner])), thermal_ratio=ratio)
+    clock.lap("write_s")
     ppath = work / names["png"]
     render(mosaic, hdr, ppath, title=mosaic_id, sources=catalogue_marks(cfg))
+    clock.lap("png_s")
     # the mosaic is primary-beam corrected already: no response to divide by
     sources = find_catalogue(work / names["mosaic"], None, work / f"{mosaic_id}.sources.fits",
                              product_id=mosaic_id, cfg=cfg)
+    clock.lap("catalogue_s")
     if sources:
         qa["sources"] = sources
     if "n" in sources:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 
 @njit(cache=True, nogil=True)
@@ -111,4 +111,140 @@ def accumulate(num, den, cov, image, beam, weight, xin, yin, *, lanczos: int = 0
                 np.ascontiguousarray(beam, dtype=np.float64), float(weight),
                 np.ascontiguousarray(xin, dtype=np.float64),
                 np.ascontiguousarray(yin, dtype=np.float64), int(lanczos))
+    return num, den, cov
+
+
+@njit(cache=True, nogil=True)
+def _lanczos_weights(d0, a, w):
+    """w[k] = L_a(d0 - k + a - 1) for k in 0..2a-1 (d0 the offset from the window's
+    floor pixel); returns their sum."""
+    s = 0.0
+    for k in range(2 * a):
+        w[k] = _lanczos_weight(d0 - (k - a + 1), a)
+        s += w[k]
+    return s
+
+
+@njit(cache=True, nogil=True)
+def _window_sum(img, x0, y0, a, wx, wy):
+    """sum w_x w_y img over the 2a x 2a window at (x0 - a + 1, y0 - a + 1); NaN if the
+    window holds a non-finite value."""
+    total = 0.0
+    for j in range(2 * a):
+        row = 0.0
+        for i in range(2 * a):
+            v = img[y0 - a + 1 + j, x0 - a + 1 + i]
+            if not math.isfinite(v):
+                return math.nan
+            row += wx[i] * v
+        total += wy[j] * row
+    return total
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _accumulate_sin(num, den, cov, rnum, var, image, resid, beam, weight, vweight,
+                    out_lin, out_c, rot, in_lin, in_c, y0, y1, x0, x1, order):
+    ny_in, nx_in = image.shape
+    with_resid = resid.shape[0] > 0
+    for j in prange(y0, y1):
+        wx = np.empty(max(2 * order, 1))
+        wy = np.empty(max(2 * order, 1))
+        for i in range(x0, x1):
+            dx = i - out_c[0]
+            dy = j - out_c[1]
+            lo = out_lin[0, 0] * dx + out_lin[0, 1] * dy
+            mo = out_lin[1, 0] * dx + out_lin[1, 1] * dy
+            r2 = lo * lo + mo * mo
+            if r2 >= 1.0:
+                continue
+            no = math.sqrt(1.0 - r2)
+            li = rot[0, 0] * lo + rot[0, 1] * mo + rot[0, 2] * no
+            mi = rot[1, 0] * lo + rot[1, 1] * mo + rot[1, 2] * no
+            ni = rot[2, 0] * lo + rot[2, 1] * mo + rot[2, 2] * no
+            if ni <= 0.0:  # behind the member's tangent plane
+                continue
+            x = in_lin[0, 0] * li + in_lin[0, 1] * mi + in_c[0]
+            y = in_lin[1, 0] * li + in_lin[1, 1] * mi + in_c[1]
+            b = _bilinear(beam, x, y)
+            if not math.isfinite(b) or b <= 0:
+                continue
+            fx = int(math.floor(x))
+            fy = int(math.floor(y))
+            norm = 1.0
+            inside = (order > 0 and fx - order + 1 >= 0 and fy - order + 1 >= 0
+                      and fx + order < nx_in and fy + order < ny_in)
+            if inside:
+                norm = (_lanczos_weights(x - fx, order, wx)
+                        * _lanczos_weights(y - fy, order, wy))
+                v = _window_sum(image, fx, fy, order, wx, wy) / norm
+                if not math.isfinite(v):
+                    v = _bilinear(image, x, y)
+            else:
+                v = _bilinear(image, x, y)
+            if not math.isfinite(v):
+                continue
+            num[j, i] += weight * b * v
+            den[j, i] += weight * b * b
+            if b > cov[j, i]:
+                cov[j, i] = b
+            if with_resid:
+                r = _window_sum(resid, fx, fy, order, wx, wy) / norm if inside else math.nan
+                if not math.isfinite(r):
+                    r = _bilinear(resid, x, y)
+                if math.isfinite(r):
+                    rnum[j, i] += weight * b * r
+                var[j, i] += vweight * b * b
+
+
+def accumulate_sin(num, den, cov, image, beam, weight, frames, box, *, lanczos: int = 0,
+                   resid=None, rnum=None, var=None, vweight: float = 0.0):
+    """Add one image to the running sums on a 2-D output grid (in place), mapping every
+    output pixel in ``box`` to the image directly through the two SIN projections.
+
+    Parameters
+    ----------
+    num, den, cov : (Ny, Nx) float64
+        Running sums and best beam response on the output grid, as in :func:`accumulate`.
+    image, beam : (ny, nx) float
+        Image (Jy/beam) and primary beam (0..1) on the member's grid.
+    weight : float
+        ``1 / sigma**2`` of the image (1/Jy^2).
+    frames : (out_lin, out_c, rot, in_lin, in_c)
+        ``out_lin`` (2, 2): output pixel offsets -> direction cosines (l, m) (radians per
+        pixel, CDELT x PC); ``out_c`` (2,): the output's reference pixel (0-based, x, y);
+        ``rot`` (3, 3): output (l, m, n) -> member (l, m, n); ``in_lin`` (2, 2): member
+        (l, m) -> pixel offsets (the inverse of the member's CDELT x PC); ``in_c`` (2,): the
+        member's reference pixel (0-based). Built by :func:`engine.sinproject.frames`.
+    box : (y0, y1, x0, x1)
+        Output rows y0..y1-1 and columns x0..x1-1 to visit (the member's footprint).
+    lanczos : int
+        As in :func:`accumulate`; the residual is sampled with the same weights.
+    resid, rnum : (ny, nx), (Ny, Nx), optional
+        The member's residual image and its running sum ``rnum += w B R``.
+    var, vweight : (Ny, Nx), float, optional
+        ``var += vweight B**2`` (a thermal-noise map's sum with vweight = (w sigma_th)^2).
+    """
+    for a in (num, den, cov, rnum, var):
+        if a is not None and (a.shape != num.shape or a.ndim != 2 or a.dtype != np.float64
+                              or not a.flags.c_contiguous):
+            raise ValueError("num, den, cov, rnum and var must be C-ordered float64 2-d "
+                             "arrays of one shape")
+    if image.shape != beam.shape or image.ndim != 2:
+        raise ValueError(f"image {image.shape} and beam {beam.shape} must be one 2-d shape")
+    if resid is None:
+        resid, rnum, var = (np.zeros((0, 0)),) * 3
+    elif resid.shape != image.shape or rnum is None or var is None:
+        raise ValueError("resid must match the image, and comes with rnum and var")
+    out_lin, out_c, rot, in_lin, in_c = (np.ascontiguousarray(f, dtype=np.float64)
+                                         for f in frames)
+    y0, y1, x0, x1 = (int(v) for v in box)
+    ny, nx = num.shape
+    y0, x0, y1, x1 = max(y0, 0), max(x0, 0), min(y1, ny), min(x1, nx)
+    if y1 <= y0 or x1 <= x0:
+        return num, den, cov
+    f64 = np.float64
+    _accumulate_sin(num, den, cov, rnum, var, np.ascontiguousarray(image, dtype=f64),
+                    np.ascontiguousarray(resid, dtype=f64), np.ascontiguousarray(beam, dtype=f64),
+                    float(weight), float(vweight), out_lin, out_c, rot, in_lin, in_c,
+                    y0, y1, x0, x1, int(lanczos))
     return num, den, cov

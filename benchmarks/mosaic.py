@@ -1,0 +1,147 @@
+"""The 10-observation mosaic at full scale on synthetic members (issue 18).
+
+Ten member images on the full-scale image task's grid (2048 x 2048 pixels of 3 arcsec, SIN,
+centred one observation's meridian drift apart at declination 54.6 deg), each the same sky of
+point sources seen through its own primary beam (Airy, 4.65 m) with beam-correlated noise,
+a residual (the same noise) and a primary-beam map; restoring beams differing by up to 2 %
+so the common-beam convolution works as on real members. Timed in one process:
+
+* ``engine``: :func:`engine.mosaic.make_mosaic` as the driver's mosaic task runs it, with its
+  own step timings (load, beam and grid, reprojection, write, PNG, catalogue);
+* the reprojection alone, image, residual and noise sums, on the same members without the
+  common-beam step, two ways: ``skycoord`` as the engine did before issue 18 (every output
+  pixel through astropy ``SkyCoord``: ``pixel_to_world`` once, ``world_to_pixel`` per
+  member, then the flat accumulation over the whole grid) and ``kernel`` as it does now
+  (:func:`engine.mosaic._add_member`: each member's footprint only, the SIN-to-SIN mapping
+  in the numba kernel); their ratio, and the largest difference between the two mosaics.
+
+The mosaic's fluxes are checked against the truth (median peak ratio of sources the mosaic
+sees at a primary-beam response of at least 0.5).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from engine import config, skyimage
+from engine.mosaic import LANCZOS, _load, make_mosaic, output_grid
+from benchmarks.sourcefind import BEAM, CELL, RMS, _pb
+from kernels.mosaic import accumulate
+
+N = 2048
+DEC = 54.6
+RA_STEP = 309.0 / 86400 * 360  # deg of RA the meridian moves in one observation
+
+
+def _members(work: Path, cfg, n_members: int, seed: int):
+    rng = np.random.default_rng(seed)
+    centres = [(150.0 + (k - (n_members - 1) / 2) * RA_STEP, DEC) for k in range(n_members)]
+    # one sky across the strip: sources on the mosaic's own grid
+    strip = skyimage.sky_wcs((N, 12288), CELL, 150.0, DEC)
+    sky = skyimage.random_sources(rng, 1500, strip, (N, 12288), snr_min=10, snr_max=500,
+                                  rms=RMS, min_sep_px=8 * BEAM[0] / CELL,
+                                  margin_px=4 * BEAM[0] / CELL)
+    members = []
+    for k, (ra, dec) in enumerate(centres):
+        wcs = skyimage.sky_wcs(N, CELL, ra, dec)
+        pb = _pb(wcs, (N, N), [(ra, dec)], cfg.array.dish_diameter_m)
+        xs, ys = wcs.all_world2pix([s[0] for s in sky], [s[1] for s in sky], 0)
+        inside = (xs > -50) & (xs < N + 50) & (ys > -50) & (ys < N + 50)
+        ix = np.clip(np.round(xs), 0, N - 1).astype(int)
+        iy = np.clip(np.round(ys), 0, N - 1).astype(int)
+        apparent = [(s[0], s[1], s[2] * pb[y, x]) for s, x, y, ok in
+                    zip(sky, ix, iy, inside) if ok]
+        beam = (BEAM[0] * (1 + 0.002 * k), BEAM[1] * (1 + 0.001 * k), BEAM[2] + 0.5 * k)
+        paths = {kind: work / f"m{k:02d}.{kind}.fits" for kind in ("image", "residual", "pb")}
+        skyimage.write_image(paths["image"], wcs, N, beam, RMS, apparent,
+                             np.random.default_rng(seed + k))
+        skyimage.write_image(paths["residual"], wcs, N, beam, RMS, [],
+                             np.random.default_rng(seed + k))
+        fits.PrimaryHDU(pb, fits.getheader(paths["image"])).writeto(paths["pb"],
+                                                                    overwrite=True)
+        members.append({"obs_id": f"m{k:02d}", "image": str(paths["image"]),
+                        "pb": str(paths["pb"]), "residual": str(paths["residual"]),
+                        "rms": RMS, "thermal_jy": RMS})
+    return members, sky
+
+
+def _reproject(members, route: str) -> tuple[float, np.ndarray]:
+    """Seconds, and the image mosaic num / den, of the reprojection alone by one route."""
+    from engine.mosaic import _add_member
+
+    loaded = [(_load(m["image"]), _load(m["pb"])[0], _load(m["residual"])[0]) for m in members]
+    weight = 1.0 / RMS ** 2
+    t0 = time.perf_counter()
+    grid = output_grid([x[0][2] for x in loaded], [x[0][0].shape for x in loaded],
+                       CELL / 3600)
+    nx, ny = grid.pixel_shape
+    num, den, cov, rnum, var = (np.zeros(nx * ny) for _ in range(5))
+    if route == "skycoord":
+        yy, xx = np.mgrid[0:ny, 0:nx]
+        world = grid.pixel_to_world(xx.ravel(), yy.ravel())
+        del yy, xx
+        scratch = np.zeros(nx * ny), np.zeros(nx * ny)
+        for (img, _, w), pb, resid in loaded:
+            xin, yin = (np.asarray(a) for a in w.world_to_pixel(world))
+            accumulate(num, den, cov, img, pb, weight, xin, yin, lanczos=LANCZOS)
+            accumulate(rnum, *scratch, resid, pb, weight, xin, yin, lanczos=LANCZOS)
+            accumulate(var, *scratch, pb, pb, (weight * RMS) ** 2, xin, yin)
+    else:
+        num, den, cov, rnum, var = (a.reshape(ny, nx) for a in (num, den, cov, rnum, var))
+        for (img, _, w), pb, resid in loaded:
+            _add_member(grid, (num, den, cov), img, pb, w, weight,
+                        dict(resid=resid, rnum=rnum, var=var, vweight=(weight * RMS) ** 2))
+    dt = time.perf_counter() - t0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return dt, np.where(den > 0, num / den, np.nan).reshape(ny, nx)
+
+
+def bench_mosaic_full(cfg, work: Path) -> dict:
+    """Module docstring; the scale option does not apply (the grids are the full-scale
+    ones)."""
+    out = work / "mosaic_full"
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    members, sky = _members(out, cfg, 10, seed=18)
+    inputs_s = time.perf_counter() - t0
+    mcfg = config.load(None, {**cfg.as_flat(), "sources.finder": "pybdsf"})
+    t0 = time.perf_counter()
+    m = make_mosaic(members, str(out / "engine"), mcfg, mosaic_id="bench")
+    engine_s = time.perf_counter() - t0
+    mosaic = fits.getdata(m["files"]["mosaic"]["path"]).astype(np.float64)
+    hdr = fits.getheader(m["files"]["mosaic"]["path"])
+    from astropy.wcs import WCS
+
+    grid = WCS(hdr)
+    xs, ys = grid.all_world2pix([s[0] for s in sky], [s[1] for s in sky], 0)
+    cov = fits.getdata(m["files"]["weight"]["path"])  # sum w B^2: where it is high, B is
+    ratios = []
+    ny, nx = mosaic.shape
+    for (ra, dec, peak), x, y in zip(sky, xs, ys):
+        ix, iy = int(round(x)), int(round(y))
+        if 2 <= ix < nx - 2 and 2 <= iy < ny - 2 and np.isfinite(mosaic[iy, ix]) \
+                and cov[iy, ix] >= 0.25 / RMS ** 2 and peak >= 30 * RMS:
+            ratios.append(np.nanmax(mosaic[iy - 1:iy + 2, ix - 1:ix + 2]) / peak)
+    new_s, new = _reproject(members, "kernel")
+    old_s, old = _reproject(members, "skycoord")
+    both = np.isfinite(new) & np.isfinite(old)
+    qa = m["qa"]
+    return {"members": len(members), "member_shape": [N, N], "mosaic_shape": [ny, nx],
+            "mosaic_pixels": nx * ny, "inputs_s": inputs_s, "engine_s": engine_s,
+            "engine_steps_s": qa.get("timing"),
+            "engine_without_catalogue_s": engine_s - (qa.get("timing") or {}).get(
+                "catalogue_s", 0.0),
+            "reproject_skycoord_s": old_s, "reproject_kernel_s": new_s,
+            "reproject_speedup": old_s / new_s,
+            "reproject_max_difference_jy": float(np.abs(new[both] - old[both]).max()),
+            "reproject_same_coverage": bool((np.isfinite(new) == np.isfinite(old)).all()),
+            "sources_checked": len(ratios),
+            "peak_ratio_median": float(np.median(ratios)) if ratios else None,
+            "peak_ratio_p5_p95": ([float(np.percentile(ratios, 5)),
+                                   float(np.percentile(ratios, 95))] if ratios else None),
+            "mosaic_rms_jy": qa.get("rms_jy"), "thermal_ratio": qa.get("thermal_ratio"),
+            "catalogue_sources": (qa.get("sources") or {}).get("n")}
