@@ -75,8 +75,7 @@ class MosaicRelease:
             try:
                 released.append((win, [self.verified_member(o) for o in win.members]))
             except EngineError as exc:
-                self.reg.transition("mosaics", win.mosaic_id, MosaicState.FAILED,
-                                    error=f"not released: {exc}")
+                self.reg.fail_mosaic(win.mosaic_id, f"not released: {exc}")
                 failed[win.mosaic_id] = str(exc)
                 log.error("mosaic %s not released: %s", win.mosaic_id, exc)
         return released, failed

@@ -54,7 +54,9 @@ def retry_failed(reg: Registry, max_attempts: int, ms_usable: Callable[[dict], b
     FAILED means the input was fine and a step broke (full disk, CASA error, lost worker);
     bad input is QUARANTINED instead and never retried automatically. An observation whose
     MS still checks out (``ms_usable``) resumes from it; otherwise it is converted again
-    (from any subband blocks still verified in stage). Failed mosaics are planned again.
+    (from any subband blocks still verified in stage). Failed mosaics are planned again,
+    each until it has failed ``max_attempts`` times; then it stays FAILED with its error
+    (``status`` lists it among the windows not published).
     """
     for obs in reg.retryable(max_attempts, failed_before):
         target = ObsState.CONVERTED if obs["manifest"] and ms_usable(obs) else ObsState.COMPLETE
@@ -63,5 +65,7 @@ def retry_failed(reg: Registry, max_attempts: int, ms_usable: Callable[[dict], b
                     obs["error"])
         reg.transition("observations", obs["obs_id"], target, lease_owner=None)
     for mos in reg.rows("mosaics", MosaicState.FAILED):
+        if (mos.get("attempts") or 0) >= max_attempts:
+            continue
         if failed_before is None or (mos.get("updated_at") or 0) < failed_before:
             reg.transition("mosaics", mos["mosaic_id"], MosaicState.PLANNED)

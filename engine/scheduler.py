@@ -420,8 +420,7 @@ class Driver:
         except (ray.exceptions.RayError, EngineError) as exc:
             cause = getattr(exc, "cause", None) or exc
             if step == Step.MOSAIC:
-                self.reg.transition("mosaics", obs_id, MosaicState.FAILED,
-                                    error=str(cause)[:2000])
+                self.reg.fail_mosaic(obs_id, str(cause))
                 self.summary.failed[obs_id] = str(cause)
             else:
                 if step == Step.CONVERT:  # a worker that died mid-write leaves its temporary MS

@@ -105,6 +105,14 @@ class ProductRecords:
         if move_obs:
             self.transition("observations", obs_id, obs_to, error=reason, lease_owner=None)
 
+    def fail_mosaic(self, mosaic_id: str, error: str) -> int:
+        """The mosaic FAILED with ``error``, one more attempt counted; returns the count
+        (:func:`engine.recovery.retry_failed` plans it again while under the limit)."""
+        attempts = (self.get("mosaics", mosaic_id).get("attempts") or 0) + 1
+        self.transition("mosaics", mosaic_id, MosaicState.FAILED, error=error[:2000],
+                        attempts=attempts)  # mosaics have one writer: the driver
+        return attempts
+
     def repair_mosaic(self, mosaic_id: str, reason: str):
         """A mosaic whose files are broken: planned again (unless it is), product rejected;
         checked before anything changes, as :meth:`repair_image`."""

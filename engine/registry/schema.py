@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite_utils
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 # each table's primary key
 KEYS = {"observations": "obs_id", "products": "data_id", "mosaics": "mosaic_id",
@@ -148,5 +148,11 @@ def _v10(db: sqlite_utils.Database):
         "first_snr": float, "first_flux_jy": float, "found_at": float}, pk="name")
 
 
+def _v11(db: sqlite_utils.Database):
+    """How many times a mosaic failed: a following driver re-plans a failed mosaic at most
+    ``driver.max_attempts`` times in all."""
+    db["mosaics"].add_column("attempts", int)
+
+
 MIGRATIONS = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7, 8: _v8, 9: _v9,
-              10: _v10}
+              10: _v10, 11: _v11}

@@ -124,3 +124,20 @@ def test_repair_refuses_a_row_with_a_task_in_flight(tmp_path):
     reg.repair_image("image:o", "converted", "test")
     assert reg.get("products", "image:o")["state"] == "rejected"
     assert reg.get("observations", "o")["state"] == "converted"
+
+
+def test_a_failed_mosaic_is_planned_again_at_most_max_attempts_times(tmp_path):
+    from engine.recovery import retry_failed
+    from engine.states import MosaicState
+    from engine.windows import Window
+
+    reg = Registry(tmp_path / "r.sqlite")
+    reg.plan_mosaic(Window("mosaic_x", ("a", "b"), 0.95, 2460950.5, 2460950.6))
+    for attempt in (1, 2, 3):
+        reg.transition("mosaics", "mosaic_x", MosaicState.MOSAICKING)
+        assert reg.fail_mosaic("mosaic_x", "disk full") == attempt
+        retry_failed(reg, 3, lambda obs: False)
+        state = reg.get("mosaics", "mosaic_x")["state"]
+        assert state == (MosaicState.PLANNED if attempt < 3 else MosaicState.FAILED)
+    retry_failed(reg, 3, lambda obs: False, failed_before=1e12)
+    assert reg.get("mosaics", "mosaic_x")["state"] == MosaicState.FAILED
