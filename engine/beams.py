@@ -15,6 +15,7 @@ peak equal to its flux density, so Jy/beam means the same in every convolved ima
 from __future__ import annotations
 
 import numpy as np
+from scipy import fft as sfft
 
 FWHM_TO_SIGMA = 1.0 / np.sqrt(8.0 * np.log(2.0))
 
@@ -94,14 +95,17 @@ def convolve_to(image, beam, target, cdelt_deg) -> np.ndarray:
     work = np.where(bad, 0.0, image).astype(np.float64)
     pad = int(np.ceil(5 * np.sqrt(np.abs(np.diag(kpix)).max()))) + 1
     ny, nx = work.shape
-    padded = np.zeros((ny + 2 * pad, nx + 2 * pad))
+    # padded at least by the kernel's extent, to sizes the FFT factors fast (2, 3, 5, 7)
+    shape = (sfft.next_fast_len(ny + 2 * pad, real=True),
+             sfft.next_fast_len(nx + 2 * pad, real=True))
+    padded = np.zeros(shape)
     padded[pad:pad + ny, pad:pad + nx] = work
-    ky = np.fft.fftfreq(padded.shape[0])[:, None]
-    kx = np.fft.rfftfreq(padded.shape[1])[None, :]
+    ky = np.fft.fftfreq(shape[0])[:, None]
+    kx = np.fft.rfftfreq(shape[1])[None, :]
     # Fourier transform of a unit-integral Gaussian: exp(-2 pi^2 k^T S k)
     ft = np.exp(-2 * np.pi ** 2 * (kpix[0, 0] * kx ** 2 + 2 * kpix[0, 1] * kx * ky
                                    + kpix[1, 1] * ky ** 2))
-    out = np.fft.irfft2(np.fft.rfft2(padded) * ft, s=padded.shape)[pad:pad + ny, pad:pad + nx]
+    out = sfft.irfft2(sfft.rfft2(padded) * ft, s=shape)[pad:pad + ny, pad:pad + nx]
     out *= area(target) / area(beam)
     out[bad] = np.nan
     return out

@@ -33,6 +33,7 @@ from engine.convert import (input_warnings, plan_observation, prepare_store,
 from engine.errors import (BAD_INPUT, EngineError, IllegalTransition, RegistryError,
                            StaleProductError)
 from engine.flagging import summarise
+from engine.memtrace import MemoryLog
 from engine.mosaic_release import MosaicRelease
 from engine.paths import confine, verify
 from engine.publish import (image_data_id, register_image, register_mosaic,
@@ -63,6 +64,7 @@ class Driver:
         self.stopping = False
         self._last_counts = None
         self._metrics = None
+        self.memory = MemoryLog()  # RSS in the log every 5 min (engine.memtrace)
         self._bytes_converted = 0
         self.calibration = CalibrationLookup(self.reg, cfg, self.areas.stage)
         self.mosaics = MosaicRelease(self.reg, cfg, self.areas)
@@ -148,6 +150,7 @@ class Driver:
         n = len(self.summary.imaged)
         if n:
             m["rtf"].set((time.time() - t_start) / (n * CADENCE_S))
+        self.memory.tick()
         if counts != self._last_counts:
             self._last_counts = counts
             n = len(self.summary.imaged)
