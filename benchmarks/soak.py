@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import calibrators, config, simulate, windows
+from engine.memtrace import rss_bytes
 from engine.telescope import Telescope
 
 CI = config.CONFIG_DIR / "ci.toml"
@@ -81,16 +82,6 @@ def files_bytes(path: Path) -> int:
     out = subprocess.run(["find", str(path), "-type", "f", "-printf", "%s\\n"],
                          capture_output=True, text=True)
     return sum(int(x) for x in out.stdout.split())
-
-
-def _rss(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
 
 
 def _session_pids(sid: int) -> list[int]:
@@ -247,7 +238,7 @@ class Soak:
         while not stop.wait(1.0):
             pid = self.proc.pid if self.proc and self.proc.poll() is None else None
             self.samples.append((time.monotonic() - self.t0, files_bytes(stage),
-                                 _rss(pid) if pid else None, pid))
+                                 rss_bytes(pid) if pid else None, pid))
 
     def sets(self) -> list[str]:
         return [f"--set={k}={v}" for k, v in _overrides(
@@ -388,8 +379,8 @@ class Soak:
             "lag_publication_s": st["lag"]["publication_s"],
             "calibrations": reg_count(self.cfg.resolve_path("registry", self.work)),
             "events": self.events,
-            # (s since start, stage bytes, driver RSS bytes) every ~10 s, for a later look
-            "samples": [x[:3] for x in self.samples[::10]],
+            # (s since start, stage bytes, driver RSS bytes, driver pid) every ~10 s
+            "samples": [list(x) for x in self.samples[::10]],
             "wall_s": time.monotonic() - self.t0,
         }
 

@@ -36,7 +36,8 @@ class MemoryLog:
         self.every_s, self.next = every_s, 0.0
         self.top = int(os.environ.get(VAR) or 0)
         self.base = None
-        if self.top > 0:
+        if self.top > 0:  # tracing: every minute
+            self.every_s = min(every_s, 60.0)
             tracemalloc.start(8)
             self.base = tracemalloc.take_snapshot()
 

@@ -82,6 +82,19 @@ def output_grid(wcss, shapes, cell_deg: float, pad: int = 4) -> WCS:
     return w
 
 
+def grid_for(image_paths) -> WCS:
+    """The output grid a mosaic of these member images gets (their headers only)."""
+    wcss, shapes, cells = [], [], []
+    for p in image_paths:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            hdr = fits.getheader(p)
+            wcss.append(WCS(hdr).celestial)
+        shapes.append((hdr["NAXIS2"], hdr["NAXIS1"]))
+        cells.append(abs(hdr["CDELT2"]))
+    return output_grid(wcss, shapes, min(cells))
+
+
 def _add_member(grid: WCS, sums, img, pb, w: WCS, weight: float, noise: dict):
     """Add one member to the output grid's sums (2-D, in place), visiting only the output
     pixels its image can cover. SIN members in the grid's frame are mapped in the numba

@@ -80,6 +80,10 @@ class MosaicRelease:
                 log.error("mosaic %s not released: %s", win.mosaic_id, exc)
         return released, failed
 
+    def look_again(self):
+        """Plan again on the next call even if nothing changed (a window held back)."""
+        self._fingerprint = None
+
     def rule(self, now: float | None = None) -> dict:
         """The keyword arguments of :func:`engine.windows.plan` from the configuration."""
         m = self.cfg.mosaic

@@ -42,7 +42,7 @@ from engine.recovery import retry_failed, take_back_abandoned
 from engine.registry import Registry
 from engine.run_state import Areas, RunSummary
 from engine.science import Science
-from engine.stage_budget import StageBudget
+from engine.stage_budget import StageBudget, sweep_subband_stores
 from engine.states import OBS_MACHINE, MosaicState, ObsState, ProductState, Step
 from engine.telescope import Telescope
 
@@ -81,6 +81,7 @@ class Driver:
         take_back_abandoned(self.reg)
         retry_failed(self.reg, self.cfg.driver.max_attempts, self.ms_usable)
         self.republish()
+        sweep_subband_stores(self.reg, self.areas.stage)
 
     def ms_usable(self, obs: dict) -> bool:
         try:
@@ -197,6 +198,7 @@ class Driver:
                 for ref in done:
                     obs_id, step = self.inflight.pop(ref)
                     self.complete(ref, obs_id, step)
+                    self.stage_budget.mosaics_in_flight.pop(obs_id, None)
         except BaseException:
             self.cancel_inflight()
             raise
@@ -377,10 +379,18 @@ class Driver:
         released, failed = self.mosaics.ready(busy)
         self.summary.failed.update(failed)
         for win, inputs in released:
+            need = 0
+            if self.stage_budget.budget > 0:  # its work counts against the stage's budget
+                need = self.stage_budget.mosaic_estimate(inputs)
+                if not self.stage_budget.room_for_mosaic(win.mosaic_id, need,
+                                                         self.mosaics.held_open, self.active()):
+                    self.mosaics.look_again()  # it stays planned; asked again next loop
+                    continue
             self.reg.transition("mosaics", win.mosaic_id, MosaicState.MOSAICKING)
             out = confine(f"mosaics/{win.mosaic_id}", self.areas.stage)
             ref = raytasks.submit_mosaic(win.mosaic_id, inputs, str(out), self.cfg)
             self.inflight[ref] = (win.mosaic_id, Step.MOSAIC)
+            self.stage_budget.mosaics_in_flight[win.mosaic_id] = need
 
     def done_mosaic(self, mosaic_id: str, manifest: dict):
         data_id = register_mosaic(self.reg, manifest, self.areas.stage)
@@ -439,6 +449,9 @@ class Driver:
         subbands = subband_manifests(store) or manifest.get("subbands", [])
         lean = {k: v for k, v in manifest.items() if k != "subbands"}
         lean["warnings"] = input_warnings(subbands)
+        # the subband blocks go before the row says CONVERTED: a driver killed in between
+        # converts again (the cost of one conversion) rather than leaving them behind
+        shutil.rmtree(store, ignore_errors=True)
         self.reg.transition("observations", obs_id, ObsState.CONVERTED,
                             expect=ObsState.CONVERTING, ms_path=manifest["ms_path"],
                             manifest=json.dumps(lean), error=None)
@@ -447,7 +460,6 @@ class Driver:
                           {"warnings": lean["warnings"]})
             for w in lean["warnings"]:
                 log.warning("%s: %s", obs_id, w)
-        shutil.rmtree(store, ignore_errors=True)
         if self.flagged_too_much(obs_id, summarise(subbands)):
             return
         self._bytes_converted += self.reg.input_bytes(obs_id)

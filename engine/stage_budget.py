@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 MS_PER_INPUT_BYTE = 4.0  # stage bytes per input byte before any is measured: the MS's DATA,
 # MODEL and CORRECTED columns, and image work
+# a mosaic's work in stage per output pixel: float32 mosaic, weight, residual and thermal
+# maps (16 bytes), plus its catalogue and PNG (under 10 %)
+MOSAIC_BYTES_PER_PIXEL = 17.6
 
 
 def tree_bytes(path: Path) -> int:
@@ -46,6 +49,31 @@ def tree_bytes(path: Path) -> int:
             except FileNotFoundError:
                 pass
     return total
+
+
+# an observation in these states may still convert from its subband blocks in stage
+CONVERTS_AGAIN = (ObsState.DISCOVERED, ObsState.INCOMPLETE, ObsState.COMPLETE,
+                  ObsState.CONVERTING, ObsState.FAILED)
+
+
+def sweep_subband_stores(reg: Registry, stage: Path) -> list[str]:
+    """Remove ``<obs>/<obs>.zarr`` subband stores of observations past conversion (left by
+    a conversion that ended in quarantine, or by a driver killed before the store's
+    removal) and of observations the registry does not know; returns the obs_ids swept.
+    Run at a driver's start, when no conversion is in flight. Scratch, not a product:
+    logged, not recorded."""
+    swept = []
+    for store in sorted(Path(stage).glob("*/*.zarr")):
+        obs_id = store.parent.name
+        row = reg.get("observations", obs_id)
+        if store.name != f"{obs_id}.zarr" or (row and row["state"] in CONVERTS_AGAIN):
+            continue
+        shutil.rmtree(store, ignore_errors=True)
+        swept.append(obs_id)
+    if swept:
+        log.info("removed the subband blocks of %d observation(s) past conversion: %s",
+                 len(swept), ", ".join(swept))
+    return swept
 
 
 class StageBudget:
@@ -68,6 +96,8 @@ class StageBudget:
         self._stop = threading.Event()
         self._thread = None
         self.blocked_since: float | None = None
+        self.mosaics_in_flight: dict[str, int] = {}  # mosaic_id -> estimated bytes
+        self.mosaic_blocked: str | None = None
 
     # --- measuring ---------------------------------------------------------------------
     def sample(self) -> dict[str, int]:
@@ -143,13 +173,41 @@ class StageBudget:
         return int((self.ratio() or MS_PER_INPUT_BYTE) * self.reg.input_bytes(obs_id))
 
     def committed(self, active=()) -> int:
-        """Bytes in stage plus what the observations in flight (``active``) may still
-        write: each counts its estimated peak until its folder is larger."""
+        """Bytes in stage plus what the observations in flight (``active``) and the mosaics
+        in flight (``mosaics_in_flight``) may still write: each observation counts its
+        estimated peak until its folder is larger; the mosaics their estimates until the
+        ``mosaics`` folder is larger."""
         by_dir = self.usage()
         total = sum(by_dir.values())
         for o in active:
             total += max(0, self.estimate(o) - by_dir.get(o, 0))
+        total += max(0, sum(self.mosaics_in_flight.values()) - by_dir.get("mosaics", 0))
         return total
+
+    @staticmethod
+    def mosaic_estimate(inputs: list[dict]) -> int:
+        """Stage bytes a mosaic's work takes: its output grid (the members' image headers
+        through :func:`engine.mosaic.output_grid`) x ``MOSAIC_BYTES_PER_PIXEL``."""
+        from engine.mosaic import grid_for
+
+        nx, ny = grid_for([m["image"] for m in inputs]).pixel_shape
+        return int(nx * ny * MOSAIC_BYTES_PER_PIXEL)
+
+    def room_for_mosaic(self, mosaic_id: str, need: int, held_open, active=()) -> bool:
+        """Whether a mosaic needing ``need`` bytes may start: retention first
+        (``make_room``), then the budget; a refusal is logged once per mosaic."""
+        if self.budget <= 0:
+            return True
+        self.make_room(None, held_open, active, extra=need)
+        if self.committed(active) + need <= self.budget:
+            self.mosaic_blocked = None
+            return True
+        if self.mosaic_blocked != mosaic_id:
+            self.mosaic_blocked = mosaic_id
+            log.warning("mosaic %s needs %.3f GB of stage, %.3f GB committed of %.3f GB: it "
+                        "waits for room", mosaic_id, need / 1e9, self.committed(active) / 1e9,
+                        self.budget / 1e9)
+        return False
 
     # --- deciding ----------------------------------------------------------------------
     def fits(self, obs_id: str, active=()) -> tuple[bool, int, int]:
@@ -209,16 +267,17 @@ class StageBudget:
                 (held if obs["obs_id"] in held_open else free).append(obs)
         return free + gaps + held
 
-    def make_room(self, next_obs: str | None, held_open, active=()) -> list[str]:
+    def make_room(self, next_obs: str | None, held_open, active=(), *,
+                  extra: int = 0) -> list[str]:
         """Retention: while the stage cannot take ``next_obs`` (the oldest observation
         waiting for conversion; None: keep the stage under its budget), remove kept MSs
         (``removable``), oldest first. Returns the obs_ids whose MS was removed, each
         recorded after the removal. ``held_open``: a callable giving the obs_ids that open
         mosaic windows hold (asked only when space is needed); ``active``: observations
-        in flight (``committed``)."""
+        in flight (``committed``); ``extra``: bytes wanted besides (a mosaic's)."""
         if self.budget <= 0:
             return []
-        need = self.estimate(next_obs) if next_obs else 0
+        need = (self.estimate(next_obs) if next_obs else 0) + extra
         if self.committed(active) + need <= self.budget:
             return []
         removed = []

@@ -114,3 +114,21 @@ def test_backpressure_holds_new_observations_and_status_says_so(tmp_path, capsys
                      "--workdir", str(tmp_path), "status"]) == 0
     text = capsys.readouterr().out
     assert "FULL" in text and "waits for room" in text
+
+
+def test_a_mosaics_stage_estimate_covers_what_it_wrote(budget_run):
+    """Mosaic work counts against the budget at its estimate (output grid x bytes per
+    pixel): the estimate must cover every file the mosaic wrote, and not by much more."""
+    from engine.stage_budget import StageBudget
+
+    base, cfg, budget, samples, summary, paths = budget_run
+    reg = Registry(cfg.resolve_path("registry", base))
+    mosaics = list(reg.rows("mosaics", "published"))
+    assert len(mosaics) == 2
+    for mos in mosaics:
+        members = [{"image": reg.get("images", o)["path"]} for o in json.loads(mos["members"])]
+        est = StageBudget.mosaic_estimate(members)
+        folder = reg.get("products", mos["mosaic_id"])["published_path"]
+        wrote = files_bytes(folder)
+        assert 0.6 * est <= wrote <= est, (wrote, est)
+    reg.close()

@@ -141,3 +141,27 @@ def test_a_failed_mosaic_is_planned_again_at_most_max_attempts_times(tmp_path):
         assert state == (MosaicState.PLANNED if attempt < 3 else MosaicState.FAILED)
     retry_failed(reg, 3, lambda obs: False, failed_before=1e12)
     assert reg.get("mosaics", "mosaic_x")["state"] == MosaicState.FAILED
+
+
+def test_subband_stores_are_swept_only_past_conversion(tmp_path):
+    from engine.stage_budget import sweep_subband_stores
+
+    reg = Registry(tmp_path / "r.sqlite")
+    stage = tmp_path / "stage"
+    states = {"complete": 2460950.5, "converting": 2460950.51, "failed": 2460950.52,
+              "converted": 2460950.53, "imaged": 2460950.54, "quarantined": 2460950.55}
+    ids = {}
+    for state, jd in states.items():
+        oid = _add(reg, jd)
+        reg.db["observations"].update(oid, {"state": state})
+        ids[state] = oid
+        (stage / oid / f"{oid}.zarr" / "sb00").mkdir(parents=True)
+        (stage / oid / f"{oid}.ms").mkdir()
+    (stage / "unknown_obs" / "unknown_obs.zarr").mkdir(parents=True)
+    swept = sweep_subband_stores(reg, stage)
+    assert sorted(swept) == sorted([ids["converted"], ids["imaged"], ids["quarantined"],
+                                    "unknown_obs"])
+    for state, oid in ids.items():
+        kept = state in ("complete", "converting", "failed")
+        assert (stage / oid / f"{oid}.zarr").exists() == kept
+        assert (stage / oid / f"{oid}.ms").exists()  # never an MS
