@@ -97,7 +97,7 @@ class StageBudget:
         self._thread = None
         self.blocked_since: float | None = None
         self.mosaics_in_flight: dict[str, int] = {}  # mosaic_id -> estimated bytes
-        self.mosaic_blocked: str | None = None
+        self.mosaic_waiting: tuple[str, int, float] | None = None  # id, bytes, when asked
 
     # --- measuring ---------------------------------------------------------------------
     def sample(self) -> dict[str, int]:
@@ -195,27 +195,36 @@ class StageBudget:
 
     def room_for_mosaic(self, mosaic_id: str, need: int, held_open, active=()) -> bool:
         """Whether a mosaic needing ``need`` bytes may start: retention first
-        (``make_room``), then the budget; a refusal is logged once per mosaic."""
+        (``make_room``), then the budget. A mosaic that must wait reserves its bytes:
+        no new observation is taken unless it fits beside them (``reserved``), so a stream
+        of observations cannot starve it; a refusal is logged once per mosaic."""
         if self.budget <= 0:
             return True
         self.make_room(None, held_open, active, extra=need)
         if self.committed(active) + need <= self.budget:
-            self.mosaic_blocked = None
+            self.mosaic_waiting = None
             return True
-        if self.mosaic_blocked != mosaic_id:
-            self.mosaic_blocked = mosaic_id
+        if self.mosaic_waiting is None or self.mosaic_waiting[0] != mosaic_id:
             log.warning("mosaic %s needs %.3f GB of stage, %.3f GB committed of %.3f GB: it "
                         "waits for room", mosaic_id, need / 1e9, self.committed(active) / 1e9,
                         self.budget / 1e9)
+        self.mosaic_waiting = (mosaic_id, need, time.monotonic())
         return False
+
+    def reserved(self) -> int:
+        """Bytes held for a mosaic waiting for room (asked within the last minute; a window
+        that stopped asking, e.g. a mosaic that failed, reserves nothing)."""
+        w = self.mosaic_waiting
+        return w[1] if w is not None and time.monotonic() - w[2] < 60.0 else 0
 
     # --- deciding ----------------------------------------------------------------------
     def fits(self, obs_id: str, active=()) -> tuple[bool, int, int]:
-        """(whether the observation fits under the budget, bytes committed: in stage and
-        still to come from ``active``, bytes it needs); always fits without a budget."""
+        """(whether the observation fits under the budget, bytes committed: in stage, still
+        to come from ``active`` and reserved for a waiting mosaic, bytes it needs); always
+        fits without a budget."""
         if self.budget <= 0:
             return True, 0, 0
-        used, need = self.committed(active), self.estimate(obs_id)
+        used, need = self.committed(active) + self.reserved(), self.estimate(obs_id)
         return used + need <= self.budget, used, need
 
     def room_for(self, obs_id: str, active=()) -> bool:
