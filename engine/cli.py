@@ -321,6 +321,8 @@ def main(argv=None) -> int:
             summary = scheduler.run(cfg, base, once=not args.follow,
                                     max_wall_s=args.max_wall_s, handle_signals=True)
             print(summary.report())
+            if summary.recycle:
+                return scheduler.RECYCLE_EXIT
             return 1 if summary.failed else 0
         if args.cmd == "simulate":
             from engine import simulate

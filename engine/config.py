@@ -379,6 +379,10 @@ SCHEMA: tuple[Field, ...] = (
     F("driver.retry_after_s", float, 600.0,
       "a following driver takes up a failed observation again this long after it failed "
       "(a batch run retries at its start)", minimum=0.0),
+    F("driver.max_rss_mb", float, 2048.0,
+      "a following driver whose resident memory exceeds this (MB) stops taking work, drains "
+      "its tasks and exits with code 75 for its supervisor to start it again (a safety net "
+      "for a standing process; recovery makes the restart lossless); 0: never", minimum=0.0),
     F("driver.registry_timeout_s", float, 30.0,
       "how long a registry write waits for another process's lock before the run stops (s)",
       minimum=0.1),

@@ -53,6 +53,7 @@ class RunSummary:
     order: list = field(default_factory=list)  # obs_ids in the order they were taken
     unfinished: list = field(default_factory=list)  # discover.unfinished() at the end
     wall_s: float = 0.0
+    recycle: str | None = None  # why a following driver stopped to be started again
 
     def real_time_factor(self) -> float | None:
         """Wall time per observation over the 309 s an observation lasts."""
@@ -69,6 +70,7 @@ class RunSummary:
                  f"wall time: {self.wall_s:.1f} s; real-time factor: "
                  + (f"{rtf:.3f}" if rtf is not None else "n/a")]
         lines += [f"FAILED {k}: {v}" for k, v in self.failed.items()]
+        lines += [f"STOPPED TO BE RESTARTED: {self.recycle}"] if self.recycle else []
         lines += [f"NOT FINISHED {u['obs_id']} ({u['state']}): {u['reason']}"
                   if u["obs_id"] else f"NOT USED {u['file']} ({u['state']}): {u['reason']}"
                   for u in self.unfinished]

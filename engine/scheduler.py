@@ -33,7 +33,7 @@ from engine.convert import (input_warnings, plan_observation, prepare_store,
 from engine.errors import (BAD_INPUT, EngineError, IllegalTransition, RegistryError,
                            StaleProductError)
 from engine.flagging import summarise
-from engine.memtrace import MemoryLog
+from engine.memtrace import MemoryLog, rss_bytes
 from engine.mosaic_release import MosaicRelease
 from engine.paths import confine, verify
 from engine.publish import (image_data_id, register_image, register_mosaic,
@@ -47,6 +47,9 @@ from engine.states import OBS_MACHINE, MosaicState, ObsState, ProductState, Step
 from engine.telescope import Telescope
 
 log = logging.getLogger(__name__)
+# a following driver that stopped to be started again (driver.max_rss_mb): EX_TEMPFAIL,
+# which systemd's Restart=on-failure restarts
+RECYCLE_EXIT = 75
 
 
 class Driver:
@@ -124,6 +127,20 @@ class Driver:
                     len(self.inflight))
         self.stopping = True
 
+    def check_memory(self):
+        """A following driver over ``driver.max_rss_mb`` stops taking work and drains; the
+        run returns with ``summary.recycle`` set and ``run`` exits with
+        ``RECYCLE_EXIT`` for its supervisor to start a fresh one (docs/RELIABILITY.md)."""
+        limit = self.cfg.driver.max_rss_mb
+        rss = rss_bytes() if limit > 0 else None
+        if rss is not None and rss > limit * 1e6:
+            self.summary.recycle = (f"driver RSS {rss / 1e6:.0f} MB over driver.max_rss_mb "
+                                    f"{limit:g} MB")
+            log.warning("%s: taking no more work, draining %d tasks, then exiting for the "
+                        "supervisor to restart the driver", self.summary.recycle,
+                        len(self.inflight))
+            self.stopping = True
+
     def metrics(self):
         """Ray metrics (Prometheus, shown by the dashboard): created once Ray is up."""
         if self._metrics is None:
@@ -188,6 +205,8 @@ class Driver:
                     self.fill()
                     self.release_mosaics()
                 self.progress(t_start)
+                if not once and not self.stopping:
+                    self.check_memory()
                 if not self.inflight:
                     if once or self.stopping or (
                             max_wall_s is not None and time.time() - t_start > max_wall_s):

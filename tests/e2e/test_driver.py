@@ -228,3 +228,34 @@ def test_run_follow_drains_on_sigterm(tmp_path):
                       "('converting', 'calibrating', 'imaging')").fetchone()[0]
     assert busy == 0
     assert len(list((tmp_path / "pr").glob("*/*.image.fits"))) == 2
+
+
+def test_a_following_driver_over_its_memory_limit_drains_and_exits_for_a_restart(tmp_path):
+    """driver.max_rss_mb below any Python process: the following driver takes its first
+    observation, stops taking work, finishes what it started, exits with RECYCLE_EXIT
+    (75, restarted by systemd's Restart=on-failure), and a driver started again (with room)
+    takes the rest; nothing is left half-done in between."""
+    import subprocess
+    import sys
+
+    cfg = config.load(config.CONFIG_DIR / "ci.toml", {"sim.nobs": 3})
+    simulate.simulate_run(cfg, tmp_path / "incoming")
+    cmd = [sys.executable, "-m", "engine", "--config", str(config.CONFIG_DIR / "ci.toml"),
+           "--set", "image.max_imsize=128", "--set", "image.niter=10",
+           "--set", "ray.max_obs_in_flight=1", "--workdir", str(tmp_path)]
+    r = subprocess.run([*cmd, "--set", "driver.max_rss_mb=1", "run", "--follow"],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == scheduler.RECYCLE_EXIT, r.stderr[-2000:]
+    assert "STOPPED TO BE RESTARTED: driver RSS" in r.stdout
+    assert "over driver.max_rss_mb" in r.stderr
+    db = sqlite3.connect(tmp_path / "registry.sqlite")
+    states = dict(db.execute("SELECT state, count(*) FROM observations GROUP BY state"))
+    assert not set(states) & {"converting", "calibrating", "imaging"}, states
+    assert states.get("complete", 0) == 2  # only the first observation was taken
+    db.close()
+    r = subprocess.run([*cmd, "run"], capture_output=True, text=True, timeout=600,
+                       cwd=tmp_path)  # a batch run never recycles
+    assert r.returncode == 0, r.stderr[-2000:]
+    db = sqlite3.connect(tmp_path / "registry.sqlite")
+    assert dict(db.execute("SELECT state, count(*) FROM observations GROUP BY state")) == {
+        "imaged": 3}
