@@ -138,11 +138,11 @@ def _common_beam_members(loaded):
         img, _, _, hdr, resid = m[:5]
         cdelt = (hdr["CDELT1"], hdr["CDELT2"])
         ref = resid if resid is not None else img
-        before = _mad_rms(ref)
+        before = _mad_rms(ref[::2, ::2])  # every 4th pixel: ~1e6 samples, 4 x faster
         m[0] = convolve_to(img, beam, target, cdelt)
         if resid is not None:
             m[4] = convolve_to(resid, beam, target, cdelt)
-        after = _mad_rms(m[4] if resid is not None else m[0])
+        after = _mad_rms((m[4] if resid is not None else m[0])[::2, ::2])
         factors.append(after / before if before > 0 else 1.0)
     return target, factors
 
