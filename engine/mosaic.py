@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -215,27 +216,32 @@ def _write_mosaic(work: Path, members: list, cfg: Config, mosaic_id: str):
     hdr["COMMENT"] = "sum(w B I) / sum(w B^2), w = 1/rms^2; blank where weight is low"
     names = {"mosaic": f"{mosaic_id}.fits", "weight": f"{mosaic_id}.weight.fits",
              "png": f"{mosaic_id}.png"}
-    fits.PrimaryHDU(mosaic, hdr).writeto(work / names["mosaic"])
     whdr = hdr.copy()
     whdr["BUNIT"] = "1/(Jy/beam)^2"
-    fits.PrimaryHDU(weight_map, whdr).writeto(work / names["weight"])
+    maps = [("mosaic", mosaic, hdr), ("weight", weight_map, whdr)]
     qa = {"noise_factors": factors, "timing": clock.laps}
     if with_noise:
         resid_mosaic = finish(rnum / safe)
         thermal = finish(np.sqrt(var) / safe)
         names["residual"] = f"{mosaic_id}.residual.fits"
         names["thermal"] = f"{mosaic_id}.thermal.fits"
-        fits.PrimaryHDU(resid_mosaic, hdr).writeto(work / names["residual"])
-        fits.PrimaryHDU(thermal, hdr).writeto(work / names["thermal"])
-        inner = (cov.reshape(ny, nx) >= INNER_PB) & np.isfinite(resid_mosaic)
-        if inner.any():
-            ratio = _mad_rms(resid_mosaic[inner] / thermal[inner])
-            qa.update(residual_rms_jy=_mad_rms(resid_mosaic[inner]),
-                      thermal_jy=float(np.median(thermal[inner])), thermal_ratio=ratio)
-    clock.lap("write_s")
-    ppath = work / names["png"]
-    render(mosaic, hdr, ppath, title=mosaic_id, sources=catalogue_marks(cfg))
-    clock.lap("png_s")
+        maps += [("residual", resid_mosaic, hdr), ("thermal", thermal, hdr)]
+    # the FITS files are written by a thread (I/O) while the QA statistics and the PNG are
+    # computed here; all are done before the catalogue reads the mosaic back
+    with ThreadPoolExecutor(max_workers=1) as io:
+        written = io.submit(_write_maps, work, names, maps)
+        if with_noise:
+            inner = (cov.reshape(ny, nx) >= INNER_PB) & np.isfinite(resid_mosaic)
+            if inner.any():
+                ratio = _mad_rms(resid_mosaic[inner] / thermal[inner])
+                qa.update(residual_rms_jy=_mad_rms(resid_mosaic[inner]),
+                          thermal_jy=float(np.median(thermal[inner])), thermal_ratio=ratio)
+        clock.lap("qa_s")
+        render(mosaic, hdr, work / names["png"], title=mosaic_id,
+               sources=catalogue_marks(cfg))
+        clock.lap("png_s")
+        written.result()
+        clock.lap("write_s")  # what the writes took beyond the QA and the PNG
     # the mosaic is primary-beam corrected already: no response to divide by
     sources = find_catalogue(work / names["mosaic"], None, work / f"{mosaic_id}.sources.fits",
                              product_id=mosaic_id, cfg=cfg)
@@ -245,6 +251,12 @@ def _write_mosaic(work: Path, members: list, cfg: Config, mosaic_id: str):
     if "n" in sources:
         names["catalogue"] = f"{mosaic_id}.sources.fits"
     return names, qa, mosaic, beam, cell
+
+
+def _write_maps(work: Path, names: dict, maps: list):
+    """Each (kind, float32 array, header) as ``work/names[kind]``."""
+    for kind, data, hdr in maps:
+        fits.PrimaryHDU(data, hdr).writeto(work / names[kind])
 
 
 def make_mosaic(members: list[dict], out_dir: str, cfg: Config, *, mosaic_id: str) -> dict:

@@ -48,12 +48,13 @@ def test_mosaics_are_the_predicted_windows_and_nothing_is_lost(soaked):
     assert r["reconcile_problems"] == 0
 
 
-def test_lag_is_reported(soaked):
-    """The stage's largest size is reported, not asserted: under driver kills the 160-
-    observation soak went over its budget (1.9 x; issue 17's note), which the batch test
-    (tests/e2e/test_stage_budget.py) does not show. Asserted once that is fixed."""
+def test_stage_under_budget_and_lag_reported(soaked):
+    """The stage, sampled every second by the harness (find(1)), never above its budget:
+    observations in flight at their measured peaks, mosaic work at its estimate, MSs
+    removed by retention; the lag from last file to published image is reported."""
     r = soaked
-    assert r["stage_max_bytes"] > 0 and r["stage_budget_bytes"] > 0
+    assert 0 < r["stage_max_bytes"] <= r["stage_budget_bytes"], (
+        r["stage_max_bytes"], r["stage_budget_bytes"])
     lag = r["lag_publication_s"]
     assert lag["n"] == r["images_published"] and lag["median"] > 0
     assert lag["p95"] >= lag["median"]
