@@ -29,6 +29,8 @@ Cases (in this order; ``mosaic`` reuses the ``e2e`` run's images, so give both):
                     truth and against AOFlagger's
 ``sourcefind``      source finding and forced photometry on a full-scale image and mosaic
                     (synthetic skies; the same grids at either scale)
+``smearing``        the peak kept at the full-scale image's edge and corner after averaging
+                    channels and integrations (no timing)
 ``soak``            160 observations streamed into ``run --follow`` (tiny scale, every 4 s)
                     while the driver is killed and restarted (benchmarks/soak.py); only
                     with ``--only soak`` (about 40 minutes)
@@ -52,6 +54,7 @@ from benchmarks.kernels import bench_kernels
 from benchmarks.mosaic import bench_mosaic_full
 from benchmarks.reconcile import bench_reconcile
 from benchmarks.science import bench_calibrate_image
+from benchmarks.smearing import bench_smearing
 from benchmarks.soak import bench_soak
 from benchmarks.sourcefind import bench_sourcefind
 from benchmarks.throughput import bench_e2e, bench_mosaic
@@ -72,7 +75,7 @@ CASES = {"simulate": bench_simulate, "kernels": bench_kernels, "convert": bench_
          "registry": bench_registry, "e2e": bench_e2e, "mosaic": bench_mosaic,
          "mosaic_full": bench_mosaic_full,
          "reconcile": bench_reconcile, "flagging": bench_flagging,
-         "sourcefind": bench_sourcefind, "soak": bench_soak}
+         "sourcefind": bench_sourcefind, "smearing": bench_smearing, "soak": bench_soak}
 DEFAULT = [c for c in CASES if c != "soak"]
 
 

@@ -83,7 +83,7 @@ def convolve_to(image, beam, target, cdelt_deg) -> np.ndarray:
 
     ``cdelt_deg`` = (CDELT1, CDELT2) of the image (CDELT1 < 0: x pixels run west). NaNs are
     treated as zeros for the convolution and restored afterwards. The convolution is done
-    with FFTs on a grid padded by the kernel's extent (no wrap-around).
+    with FFTs (on every CPU) on a grid padded by the kernel's extent (no wrap-around).
     """
     kernel = covariance(*target) - covariance(*beam)
     if np.linalg.eigvalsh(kernel).min() < -1e-12 * np.abs(kernel).max():
@@ -105,7 +105,8 @@ def convolve_to(image, beam, target, cdelt_deg) -> np.ndarray:
     # Fourier transform of a unit-integral Gaussian: exp(-2 pi^2 k^T S k)
     ft = np.exp(-2 * np.pi ** 2 * (kpix[0, 0] * kx ** 2 + 2 * kpix[0, 1] * kx * ky
                                    + kpix[1, 1] * ky ** 2))
-    out = sfft.irfft2(sfft.rfft2(padded) * ft, s=shape)[pad:pad + ny, pad:pad + nx]
+    out = sfft.irfft2(sfft.rfft2(padded, workers=-1) * ft, s=shape,
+                      workers=-1)[pad:pad + ny, pad:pad + nx]
     out *= area(target) / area(beam)
     out[bad] = np.nan
     return out
