@@ -116,7 +116,7 @@ def _busy_workers(sid: int) -> list[int]:
 class Soak:
     def __init__(self, work: Path, *, nobs: int, start_iso: str, dec_deg: float,
                  cadence_s: float, kills: int, worker_kills: int, lock_holds: int,
-                 budget_obs: float = 5.0, seed: int = 0, calibrator_names=()):
+                 budget_obs: float = 10.0, seed: int = 0, calibrator_names=()):
         self.work, self.nobs, self.cadence_s = Path(work), nobs, cadence_s
         self.kills, self.worker_kills, self.lock_holds = kills, worker_kills, lock_holds
         self.rng = random.Random(seed)
@@ -135,7 +135,9 @@ class Soak:
         paths, _, _ = simulate.simulate_run(cfg, self.scratch, calibrators=self.cals)
         self.paths = paths
         per_obs = sum(p.stat().st_size for p in paths[0])
-        self.budget_gb = self.budget_obs * per_obs / 1e9 * 4  # ~budget_obs MSs + peaks
+        # ~budget_obs MSs and peaks at 4 x the input: at this scale 104 MB, room for one
+        # mosaic's maps (~50 MB) beside a few observations
+        self.budget_gb = self.budget_obs * per_obs / 1e9 * 4
         self.cfg = config.load(CI, _overrides(self.nobs, self.start_iso, self.dec_deg,
                                               self.budget_gb))
         n = self.nobs

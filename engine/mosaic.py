@@ -230,12 +230,13 @@ def _write_mosaic(work: Path, members: list, cfg: Config, mosaic_id: str):
     # computed here; all are done before the catalogue reads the mosaic back
     with ThreadPoolExecutor(max_workers=1) as io:
         written = io.submit(_write_maps, work, names, maps)
-        if with_noise:
-            inner = (cov.reshape(ny, nx) >= INNER_PB) & np.isfinite(resid_mosaic)
+        if with_noise:  # statistics from every 4th pixel (~6e6 of a full-scale mosaic)
+            r, t = resid_mosaic[::2, ::2], thermal[::2, ::2]
+            inner = (cov.reshape(ny, nx)[::2, ::2] >= INNER_PB) & np.isfinite(r)
             if inner.any():
-                ratio = _mad_rms(resid_mosaic[inner] / thermal[inner])
-                qa.update(residual_rms_jy=_mad_rms(resid_mosaic[inner]),
-                          thermal_jy=float(np.median(thermal[inner])), thermal_ratio=ratio)
+                qa.update(residual_rms_jy=_mad_rms(r[inner]),
+                          thermal_jy=float(np.median(t[inner])),
+                          thermal_ratio=_mad_rms(r[inner] / t[inner]))
         clock.lap("qa_s")
         render(mosaic, hdr, work / names["png"], title=mosaic_id,
                sources=catalogue_marks(cfg))

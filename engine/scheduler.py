@@ -401,8 +401,15 @@ class Driver:
             need = 0
             if self.stage_budget.budget > 0:  # its work counts against the stage's budget
                 need = self.stage_budget.mosaic_estimate(inputs)
-                if not self.stage_budget.room_for_mosaic(win.mosaic_id, need,
-                                                         self.mosaics.held_open, self.active()):
+                try:
+                    room = self.stage_budget.room_for_mosaic(
+                        win.mosaic_id, need, self.mosaics.held_open, self.active())
+                except EngineError as exc:
+                    log.error("%s", exc)
+                    self.reg.fail_mosaic(win.mosaic_id, str(exc))
+                    self.summary.failed[win.mosaic_id] = str(exc)
+                    continue
+                if not room:
                     self.mosaics.look_again()  # it stays planned; asked again next loop
                     continue
             self.reg.transition("mosaics", win.mosaic_id, MosaicState.MOSAICKING)

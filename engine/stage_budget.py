@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from engine.config import Config
+from engine.errors import StorageError
 from engine.paths import confine
 from engine.registry import Registry
 from engine.states import ObsState, ProductState
@@ -197,13 +198,22 @@ class StageBudget:
         """Whether a mosaic needing ``need`` bytes may start: retention first
         (``make_room``), then the budget. A mosaic that must wait reserves its bytes:
         no new observation is taken unless it fits beside them (``reserved``), so a stream
-        of observations cannot starve it; a refusal is logged once per mosaic."""
+        of observations cannot starve it; a refusal is logged once per mosaic. One that
+        cannot fit even with nothing in flight raises :class:`StorageError` (the budget is
+        too small for a mosaic: the mosaic fails with that reason, observations go on)."""
         if self.budget <= 0:
             return True
         self.make_room(None, held_open, active, extra=need)
-        if self.committed(active) + need <= self.budget:
+        used = self.committed(active)
+        if used + need <= self.budget:
             self.mosaic_waiting = None
             return True
+        if not active and not self.mosaics_in_flight:  # nothing will free room: never fits
+            self.mosaic_waiting = None
+            raise StorageError(
+                f"mosaic {mosaic_id} needs {need / 1e9:.3f} GB of stage; with nothing in "
+                f"flight and nothing left to remove, {used / 1e9:.3f} GB stay of the "
+                f"{self.budget / 1e9:.3f} GB budget: raise driver.stage_budget_gb")
         if self.mosaic_waiting is None or self.mosaic_waiting[0] != mosaic_id:
             log.warning("mosaic %s needs %.3f GB of stage, %.3f GB committed of %.3f GB: it "
                         "waits for room", mosaic_id, need / 1e9, self.committed(active) / 1e9,

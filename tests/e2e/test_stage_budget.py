@@ -132,3 +132,33 @@ def test_a_mosaics_stage_estimate_covers_what_it_wrote(budget_run):
         wrote = files_bytes(folder)
         assert 0.6 * est <= wrote <= est, (wrote, est)
     reg.close()
+
+
+def test_a_budget_too_small_for_a_mosaic_fails_the_mosaic_not_the_run(tmp_path):
+    """Room for the observations but not for their mosaic: every image is published, the
+    mosaic fails with the reason and the setting to change, and nothing waits forever."""
+    # small cells: each image covers little sky, the three observations' mosaic a strip
+    # ten times as long (~13 MB of maps against an 8 MB budget)
+    cfg = config.load(config.CONFIG_DIR / "ci.toml",
+                      {"sim.nobs": 3, "image.imsize": 256, "image.cell_arcsec": 2.0,
+                       "image.niter": 50, "mosaic.size": 3, "mosaic.overlap": 1})
+    paths, _, _ = simulate.simulate_run(cfg, tmp_path / "incoming")
+    per_obs = sum(p.stat().st_size for p in paths[0])
+    cfg = config.load(config.CONFIG_DIR / "ci.toml", {
+        **cfg.as_flat(), "driver.stage_budget_gb": 12 * per_obs / 1e9})
+    try:
+        summary = scheduler.run(cfg, tmp_path)
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+    assert len(summary.imaged) == 3
+    reg = Registry(cfg.resolve_path("registry", tmp_path))
+    mos = list(reg.db["mosaics"].rows)
+    assert len(mos) == 1 and mos[0]["state"] == "failed", mos
+    assert "raise driver.stage_budget_gb" in mos[0]["error"]
+    assert mos[0]["mosaic_id"] in summary.failed
+    # three image products, each through QA (at 2 arcsec cells, tiny scale, one may fall
+    # below the dynamic range QA asks for): nothing left half-way
+    prods = reg.counts("products")
+    assert sum(prods.values()) == 3 and set(prods) <= {"published", "rejected"}, prods
+    reg.close()
