@@ -264,8 +264,9 @@ class StageBudget:
     def removable(self, held_open: set) -> list[dict]:
         """Observations whose kept MS may go, oldest first within each group: (1) image
         published and no window that is not yet published holds it (``held_open``:
-        obs_ids); (2) final gaps (quarantined, or failed ``driver.max_attempts`` times:
-        no image will be made from them); (3) image published, held by such a window. A
+        obs_ids); (2) final gaps (quarantined, failed ``driver.max_attempts`` times, or
+        their image rejected by QA: no image will be made from them again); (3) image
+        published, held by such a window. A
         mosaic is made from its members' images, not their MSs, so a held MS goes too when
         nothing else can: otherwise a budget smaller than a window's MSs would stop the run
         short of the observations that complete the window."""
@@ -284,6 +285,8 @@ class StageBudget:
             prod = self.reg.get("products", f"image:{obs['obs_id']}")
             if prod and prod["state"] == ProductState.PUBLISHED:
                 (held if obs["obs_id"] in held_open else free).append(obs)
+            elif prod and prod["state"] == ProductState.REJECTED:
+                gaps.append(obs)  # QA rejected its image: final (its files are in incoming)
         return free + gaps + held
 
     def make_room(self, next_obs: str | None, held_open, active=(), *,
