@@ -34,9 +34,11 @@ log = logging.getLogger(__name__)
 
 MS_PER_INPUT_BYTE = 4.0  # stage bytes per input byte before any is measured: the MS's DATA,
 # MODEL and CORRECTED columns, and image work
-# a mosaic's work in stage per output pixel: float32 mosaic, weight, residual and thermal
-# maps (16 bytes), plus its catalogue and PNG (under 10 %)
-MOSAIC_BYTES_PER_PIXEL = 17.6
+# a mosaic's work in stage per output pixel: float32 mosaic and weight maps, and residual
+# and thermal maps when every member has a residual and a thermal estimate; plus its
+# catalogue and PNG (under 10 %)
+MOSAIC_BYTES_PER_PIXEL = 8.8
+MOSAIC_NOISE_BYTES_PER_PIXEL = 8.8
 
 
 def tree_bytes(path: Path) -> int:
@@ -188,11 +190,14 @@ class StageBudget:
     @staticmethod
     def mosaic_estimate(inputs: list[dict]) -> int:
         """Stage bytes a mosaic's work takes: its output grid (the members' image headers
-        through :func:`engine.mosaic.output_grid`) x ``MOSAIC_BYTES_PER_PIXEL``."""
+        through :func:`engine.mosaic.output_grid`) x ``MOSAIC_BYTES_PER_PIXEL``, plus
+        ``MOSAIC_NOISE_BYTES_PER_PIXEL`` when it will have residual and thermal maps."""
         from engine.mosaic import grid_for
 
         nx, ny = grid_for([m["image"] for m in inputs]).pixel_shape
-        return int(nx * ny * MOSAIC_BYTES_PER_PIXEL)
+        noise = all(m.get("residual") and m.get("thermal_jy") for m in inputs)
+        return int(nx * ny * (MOSAIC_BYTES_PER_PIXEL
+                              + (MOSAIC_NOISE_BYTES_PER_PIXEL if noise else 0.0)))
 
     def room_for_mosaic(self, mosaic_id: str, need: int, held_open, active=()) -> bool:
         """Whether a mosaic needing ``need`` bytes may start: retention first

@@ -126,7 +126,12 @@ def test_a_mosaics_stage_estimate_covers_what_it_wrote(budget_run):
     mosaics = list(reg.rows("mosaics", "published"))
     assert len(mosaics) == 2
     for mos in mosaics:
-        members = [{"image": reg.get("images", o)["path"]} for o in json.loads(mos["members"])]
+        members = []
+        for o in json.loads(mos["members"]):  # as the driver hands them to the mosaic task
+            img = reg.get("images", o)
+            qa = json.loads(img["qa"])
+            members.append({"image": img["path"], "residual": img.get("residual_path"),
+                            "thermal_jy": qa.get("thermal_jy")})
         est = StageBudget.mosaic_estimate(members)
         folder = reg.get("products", mos["mosaic_id"])["published_path"]
         wrote = files_bytes(folder)
