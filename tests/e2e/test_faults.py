@@ -272,9 +272,10 @@ def test_worker_killed_mid_task_is_retried_by_ray(two_obs, tmp_path, monkeypatch
     cfg, paths = two_obs
     cfg, base = _base(tmp_path, paths)
     victim = _first_obs_glob(paths)
-    # the task sleeps 20 s at its start: a wide window for the state API to report it
-    # RUNNING and the watcher to strike, even on a busy machine (6 s was missed once)
-    monkeypatch.setenv(FAULTS, f"image.start@{victim}=sleep:20")
+    # the task sleeps 45 s at its start: a wide window for the state API to report it
+    # RUNNING and the watcher to strike, even on a busy machine (6 s was missed once, and
+    # 20 s once with another test suite running beside it)
+    monkeypatch.setenv(FAULTS, f"image.start@{victim}=sleep:45")
     th, killed = strike_running_task(
         lambda t: t.name == f"image[{victim}]" and bool(t.worker_pid),
         lambda t: os.kill(t.worker_pid, 9))
