@@ -230,6 +230,7 @@ def test_run_follow_drains_on_sigterm(tmp_path):
     assert len(list((tmp_path / "pr").glob("*/*.image.fits"))) == 2
 
 
+@pytest.mark.slow  # two driver processes, ~75 s: in make test-slow
 def test_a_following_driver_over_its_memory_limit_drains_and_exits_for_a_restart(tmp_path):
     """driver.max_rss_mb below any Python process: the following driver takes its first
     observation, stops taking work, finishes what it started, exits with RECYCLE_EXIT
