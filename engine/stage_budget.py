@@ -101,6 +101,7 @@ class StageBudget:
         self.blocked_since: float | None = None
         self.mosaics_in_flight: dict[str, int] = {}  # mosaic_id -> estimated bytes
         self.mosaic_waiting: tuple[str, int, float] | None = None  # id, bytes, when asked
+        self._mosaic_logged: str | None = None
 
     # --- measuring ---------------------------------------------------------------------
     def sample(self) -> dict[str, int]:
@@ -201,29 +202,32 @@ class StageBudget:
 
     def room_for_mosaic(self, mosaic_id: str, need: int, held_open, active=()) -> bool:
         """Whether a mosaic needing ``need`` bytes may start: retention first
-        (``make_room``), then the budget. A mosaic that must wait reserves its bytes:
-        no new observation is taken unless it fits beside them (``reserved``), so a stream
-        of observations cannot starve it; a refusal is logged once per mosaic. One that
-        cannot fit even with nothing in flight raises :class:`StorageError` (the budget is
-        too small for a mosaic: the mosaic fails with that reason, observations go on)."""
+        (``make_room``), then the budget. While work is in flight (observations or other
+        mosaics, which will free or settle room), a mosaic that must wait reserves its
+        bytes: no new observation is taken unless it fits beside them (``reserved``), so a
+        stream of observations cannot starve it. With nothing in flight it reserves nothing
+        (observations go on, and their MSs become removable as they publish). A mosaic
+        larger than the whole budget raises :class:`StorageError` (it fails with that
+        reason; observations go on). A refusal is logged once per mosaic."""
         if self.budget <= 0:
             return True
+        if need > self.budget:
+            self.mosaic_waiting = None
+            raise StorageError(
+                f"mosaic {mosaic_id} needs {need / 1e9:.3f} GB of stage, more than the "
+                f"whole {self.budget / 1e9:.3f} GB budget: raise driver.stage_budget_gb")
         self.make_room(None, held_open, active, extra=need)
         used = self.committed(active)
         if used + need <= self.budget:
             self.mosaic_waiting = None
             return True
-        if not active and not self.mosaics_in_flight:  # nothing will free room: never fits
-            self.mosaic_waiting = None
-            raise StorageError(
-                f"mosaic {mosaic_id} needs {need / 1e9:.3f} GB of stage; with nothing in "
-                f"flight and nothing left to remove, {used / 1e9:.3f} GB stay of the "
-                f"{self.budget / 1e9:.3f} GB budget: raise driver.stage_budget_gb")
-        if self.mosaic_waiting is None or self.mosaic_waiting[0] != mosaic_id:
+        if self._mosaic_logged != mosaic_id:
+            self._mosaic_logged = mosaic_id
             log.warning("mosaic %s needs %.3f GB of stage, %.3f GB committed of %.3f GB: it "
-                        "waits for room", mosaic_id, need / 1e9, self.committed(active) / 1e9,
+                        "waits for room", mosaic_id, need / 1e9, used / 1e9,
                         self.budget / 1e9)
-        self.mosaic_waiting = (mosaic_id, need, time.monotonic())
+        busy = bool(active) or bool(self.mosaics_in_flight)
+        self.mosaic_waiting = (mosaic_id, need, time.monotonic()) if busy else None
         return False
 
     def reserved(self) -> int:

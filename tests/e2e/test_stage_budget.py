@@ -140,8 +140,9 @@ def test_a_mosaics_stage_estimate_covers_what_it_wrote(budget_run):
 
 
 def test_a_budget_too_small_for_a_mosaic_fails_the_mosaic_not_the_run(tmp_path):
-    """Room for the observations but not for their mosaic: every image is published, the
-    mosaic fails with the reason and the setting to change, and nothing waits forever."""
+    """Room for the observations but a mosaic larger than the whole budget: every image
+    goes through, the mosaic fails with the reason and the setting to change, and nothing
+    waits forever."""
     # small cells: each image covers little sky, the three observations' mosaic a strip
     # ten times as long (~13 MB of maps against an 8 MB budget)
     cfg = config.load(config.CONFIG_DIR / "ci.toml",
