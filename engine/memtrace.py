@@ -7,6 +7,7 @@ Diagnostics only: nothing here changes what the driver does.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import time
@@ -28,6 +29,15 @@ def rss_bytes(pid: int | None = None) -> int | None:
     return None
 
 
+def trim() -> bool:
+    """Ask glibc to return free heap memory to the system (``malloc_trim(0)``); False where
+    there is no glibc."""
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
 class MemoryLog:
     """``tick()`` from the driver's loop: every ``every_s`` the RSS (and with tracing, the
     top growths) into the log."""
@@ -47,7 +57,10 @@ class MemoryLog:
             return
         self.next = now + self.every_s
         rss = rss_bytes()
-        log.info("driver memory: RSS %.0f MB", (rss or 0) / 1e6)
+        trim()
+        after = rss_bytes()
+        log.info("driver memory: RSS %.0f MB, %.0f MB after malloc_trim", (rss or 0) / 1e6,
+                 (after or 0) / 1e6)
         if self.base is not None:
             snap = tracemalloc.take_snapshot()
             for stat in snap.compare_to(self.base, "traceback")[: self.top]:
