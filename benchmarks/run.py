@@ -14,6 +14,9 @@ Cases (in this order; ``mosaic`` reuses the ``e2e`` run's images, so give both):
 ``uvw_references``  the engine's UVW against pyuvdata, casacore's touvw and CASA's simulator
 ``calibrate_image`` bandpass + gains, then tclean and WSClean on the same MS and grid, by the
                     engine before issue 13 and by this one (off-axis calibrator)
+``imaging``         one observation as recorded and averaged, calibrated, then WSClean and
+                    tclean at two minor-cycle depths: times, major cycles, fluxes and
+                    residual over thermal (benchmarks/imaging.py)
 ``discovery``       a day of files (4480) scanned and leased
 ``registry``        a year of observations (100,000) in the registry
 ``e2e``             12 observations through the real driver with 1 and 2 worker CPUs
@@ -50,6 +53,7 @@ from benchmarks import report
 from benchmarks.bookkeeping import bench_discovery, bench_registry
 from benchmarks.conversion import bench_convert, bench_convert_vs_pyuvdata, bench_simulate
 from benchmarks.flagging import bench_flagging
+from benchmarks.imaging import bench_imaging
 from benchmarks.kernels import bench_kernels
 from benchmarks.mosaic import bench_mosaic_full
 from benchmarks.reconcile import bench_reconcile
@@ -71,7 +75,8 @@ SCALES = {
 }
 CASES = {"simulate": bench_simulate, "kernels": bench_kernels, "convert": bench_convert,
          "convert_vs_pyuvdata": bench_convert_vs_pyuvdata, "uvw_references": bench_uvw_references,
-         "calibrate_image": bench_calibrate_image, "discovery": bench_discovery,
+         "calibrate_image": bench_calibrate_image, "imaging": bench_imaging,
+         "discovery": bench_discovery,
          "registry": bench_registry, "e2e": bench_e2e, "mosaic": bench_mosaic,
          "mosaic_full": bench_mosaic_full,
          "reconcile": bench_reconcile, "flagging": bench_flagging,

@@ -49,13 +49,13 @@ m = solve(ms, work + "/cal", cfg, obs_id="bench", cal={
 out["calibrate_s"] = time.perf_counter() - t0
 out["calibration_qa"] = m["qa"]
 tables = [t["path"] for t in m["tables"].values()]
-for backend in sys.argv[5].split(","):
-    c = config.load(None, {**flat, "image.backend": backend})
+for label, over in json.loads(sys.argv[5]).items():
+    c = config.load(None, {**flat, **over})
     t0 = time.perf_counter()
-    r = image_observation(ms, work + "/img_" + backend, c, obs_id="bench", caltables=tables)
-    out[backend + "_s"] = time.perf_counter() - t0
-    out[backend + "_qa"] = r["qa"]
-    out[backend + "_image"] = r["files"]["image"]["path"]
+    r = image_observation(ms, work + "/img_" + label, c, obs_id="bench", caltables=tables)
+    out[label + "_s"] = time.perf_counter() - t0
+    out[label + "_qa"] = r["qa"]
+    out[label + "_image"] = r["files"]["image"]["path"]
 import engine
 out["engine_file"] = engine.__file__
 print("RESULT" + json.dumps(out))
@@ -125,16 +125,18 @@ def _flux_ratio(image_path: str, sky, pointing, freqs, cfg, skip: str) -> dict:
             "n_sources": len(ratios)}
 
 
-def bench_calibrate_image(cfg, work: Path) -> dict:
-    """Calibration and imaging before/after on one off-axis calibrator observation."""
+def calibrator_observation(cfg, work: Path, grid: dict) -> dict:
+    """One observation of J0834+555 transiting 0.57 deg off the pointing declination, with
+    gains (10 %, 30 deg), bandpasses and the telescope's noise, at ``cfg``'s scale, plus what
+    judging its images needs. ``grid``: configuration applied on top (imaging grid, phasing).
+
+    Returns {"paths", "sky", "flat" (the configuration with the calibrator at the single
+    phase centre), "transit" (JD), "cal", "pointing" (Ntimes, 2) rad, "freqs" Hz, "noise_jy"}.
+    """
     from engine import geometry, simulate
     from engine.calibrators import get, next_transit_jd
-    from engine.convert import convert_local
     from engine.telescope import Telescope
 
-    full = cfg.sim.nants == 96
-    grid = {"image.imsize": 2048 if full else 512, "image.cell_arcsec": 3.0 if full else 8.0,
-            "image.nterms": 1, "image.gridder": "wproject", "convert.phasing": "single"}
     # the telescope's noise: 0.5 mJy/beam in a full observation is 6.5 Jy per visibility
     # and polarization in 244 kHz x 12.9 s; wider simulated channels average it down
     noise = 6.5 * np.sqrt(cfg.sim.nchan_per_subband / 48)
@@ -149,27 +151,47 @@ def bench_calibrate_image(cfg, work: Path) -> dict:
     t_in = simulate.Time(moved.sim.start, format="isot").jd
     cal = get("J0834+555")
     transit = next_transit_jd(cal, t_in, tel.location)
-    sc = config.load(None, {**flat, "convert.single_ra_deg": float(np.rad2deg(cal.ra_rad)),
-                            "convert.single_dec_deg": float(np.rad2deg(cal.dec_rad))})
-    ms = str(work / "cal.ms")
-    t0 = time.perf_counter()
-    convert_local([str(p) for p in paths[0]], ms, sc, workdir=work)
-    out = {"convert_s": time.perf_counter() - t0, "imsize": grid["image.imsize"],
-           "noise_jy": float(noise), "before_ref": BEFORE_REF}
-    backends = "tclean,wsclean" if shutil.which("wsclean") else "tclean"
     start = simulate.obs_start_times_jd(moved)[0]
     times = start + (np.arange(moved.sim.ntimes) + 0.5) * moved.band.integration_s / 86400
     ra, dec = geometry.meridian_icrs(times, np.deg2rad(moved.sim.dec_deg), tel.location)
-    pointing = np.stack([ra, dec], axis=1)
     freqs = np.concatenate([tel.subband_freqs_hz(sb, moved.sim.nchan_per_subband)
                             for sb in range(16)])
+    flat.update({"convert.single_ra_deg": float(np.rad2deg(cal.ra_rad)),
+                 "convert.single_dec_deg": float(np.rad2deg(cal.dec_rad)),
+                 "sky.reference_catalog": str(cal_dir / "sky.csv")})
+    return {"paths": [str(p) for p in paths[0]], "sky": sky, "flat": flat,
+            "transit": transit, "cal": cal, "pointing": np.stack([ra, dec], axis=1),
+            "freqs": freqs, "noise_jy": float(noise)}
+
+
+def bench_calibrate_image(cfg, work: Path) -> dict:
+    """Calibration and imaging before/after on one off-axis calibrator observation."""
+    from engine.convert import convert_local
+
+    full = cfg.sim.nants == 96
+    grid = {"image.imsize": 2048 if full else 512, "image.cell_arcsec": 3.0 if full else 8.0,
+            "image.nterms": 1, "image.gridder": "wproject", "convert.phasing": "single",
+            # the MS both engines image: the recorded channels (the before engine has no
+            # averaging; benchmarks/imaging.py measures it)
+            "convert.max_channel_width_hz": 0.0}
+    obs = calibrator_observation(cfg, work, grid)
+    flat, cal, sky = obs["flat"], obs["cal"], obs["sky"]
+    sc = config.load(None, flat)
+    ms = str(work / "cal.ms")
+    t0 = time.perf_counter()
+    convert_local(obs["paths"], ms, sc, workdir=work)
+    out = {"convert_s": time.perf_counter() - t0, "imsize": grid["image.imsize"],
+           "noise_jy": obs["noise_jy"], "before_ref": BEFORE_REF}
+    backends = ["tclean", "wsclean"] if shutil.which("wsclean") else ["tclean"]
+    variants = json.dumps({b: {"image.backend": b} for b in backends})
+    pointing, freqs, transit = obs["pointing"], obs["freqs"], obs["transit"]
     before_tree = _unpack(BEFORE_REF, work / "before_src")
     old_keys = {k: v for k, v in flat.items() if k.split(".")[0] in ("image", "convert")
                 and k in ("image.imsize", "image.cell_arcsec", "image.nterms",
                           "image.gridder", "convert.phasing", "image.backend")}
     old_keys.update({"convert.single_ra_deg": sc.convert.single_ra_deg,
                      "convert.single_dec_deg": sc.convert.single_dec_deg})
-    new_flat = {**sc.as_flat(), "sky.reference_catalog": str(cal_dir / "sky.csv")}
+    new_flat = sc.as_flat()
     root = Path(__file__).resolve().parent.parent
     runs = {"before": (old_keys, {**os.environ, "PYTHONPATH": str(before_tree)}, before_tree),
             "after": (new_flat, None, root)}
@@ -177,10 +199,10 @@ def bench_calibrate_image(cfg, work: Path) -> dict:
         wdir = work / label
         shutil.rmtree(wdir, ignore_errors=True)
         wdir.mkdir()
-        res = _subprocess(CAL_IMAGE, ms, wdir, json.dumps(keys), repr(float(transit)), backends,
+        res = _subprocess(CAL_IMAGE, ms, wdir, json.dumps(keys), repr(float(transit)), variants,
                           cal.name, env=env, cwd=cwd)
         res["engine"] = res.pop("engine_file", None)
-        for b in backends.split(","):
+        for b in backends:
             res[b + "_flux"] = _flux_ratio(res.pop(b + "_image"), sky, pointing, freqs, sc,
                                            cal.name)
         out[label] = res
@@ -189,7 +211,7 @@ def bench_calibrate_image(cfg, work: Path) -> dict:
         "cell_arcsec": grid["image.cell_arcsec"], "imsize": grid["image.imsize"],
         "weighting": sc.image.weighting, "robust": sc.image.robust}))
     out["thermal_jy"] = est["thermal_jy"]
-    for b in backends.split(","):
+    for b in backends:
         out["before"][b + "_rms_over_thermal"] = out["before"][b + "_qa"]["rms_jy"] / est[
             "thermal_jy"]
     return out

@@ -249,6 +249,11 @@ SCHEMA: tuple[Field, ...] = (
       "J2000 RA of the single phase centre (deg); NaN: the mid-time meridian"),
     F("convert.single_dec_deg", float, float("nan"), "J2000 Dec of the single phase centre"),
     F("convert.zarr_compress", bool, False, "compress the zarr stage store"),
+    F("convert.max_channel_width_hz", float, 1.0e6,
+      "average adjacent channels of a subband (after flagging, in the imaged frame) up to "
+      "this width: 4 x 244 kHz keeps bandwidth smearing below 1 % to the corner of a "
+      "full-scale image and grids a quarter of the visibilities (docs/IMAGING.md); "
+      "0: keep the recorded channels", minimum=0.0),
     # calibration
     F("calibrate.enabled", bool, True, "solve on calibrator transits and apply the solutions"),
     F("calibrate.catalog", str, "calibrators.csv", "calibrator catalog under configs/"),
@@ -328,6 +333,11 @@ SCHEMA: tuple[Field, ...] = (
       "tclean cyclefactor: a minor cycle stops at this x the PSF's largest sidelobe x the "
       "peak residual. CASA's 1.0 let mtmfs diverge (stop code 6) next to a bright source "
       "drifting through the beam; 2.0 did not (docs/IMAGING.md)", minimum=0.1),
+    F("image.max_psf_fraction", float, 0.8,
+      "tclean maxpsffraction: a minor cycle goes on until the peak residual is below at most "
+      "this fraction of where it began (CASA's 0.8; WSClean's -mgain 0.8 is 0.2 here); "
+      "with the snapshot PSF's 0.3-0.6 sidelobes and cycle_factor 2 this cap decides how "
+      "many major cycles a clean takes", minimum=0.01),
     F("image.subtract_min_flux_jy", float, 1.0,
       "reference-catalogue sources at least this bright (apparent, Jy) are subtracted "
       "through the primary beam at every integration and channel before cleaning and "

@@ -36,7 +36,7 @@ from engine.paths import digest as paths_digest
 from engine.telescope import Telescope
 from engine.uvh5io import BufferPool, Header, parse_filename, read_header, read_subband
 from kernels.geometry import baseline_uvw_ms
-from kernels.visibility import to_ms_order
+from kernels.visibility import average_channels, to_ms_order
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,20 @@ class Plan:
     start_jd: float
     dec_rad: float
     flag: dict = field(default_factory=dict)  # the ``flag`` configuration section
+    average: int = 1  # channels averaged into one in the store and the MS
+
+    @property
+    def nchan_out(self) -> int:
+        """Channels in the store and the MS (after averaging)."""
+        return len(self.freq_hz) // self.average
+
+    def out_freq_hz(self) -> np.ndarray:
+        """(nchan_out,) centre frequencies (Hz, ascending) of the averaged channels."""
+        return np.asarray(self.freq_hz).reshape(-1, self.average).mean(axis=1)
+
+    def out_slice(self, slot: "SubbandSlot") -> slice:
+        """The slot's channels in the store and the MS."""
+        return slice(slot.chan0 // self.average, (slot.chan0 + slot.nchan) // self.average)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -121,7 +135,21 @@ def plan_observation(obs_id: str, paths, cfg: Config, *, headers: list[Header] |
         raise InputFileError(ref.path, f"Nblts = {ref.nblts} is not Ntimes ({ref.ntimes}) x Nbls")
     return Plan(obs_id, sorted(slots, key=lambda s: s.chan0), f_sorted.tolist(), width,
                 ref.nblts, nbls, ref.ntimes, ref.npols, ref.start_jd, ref.dec_rad,
-                flag=dict(vars(cfg.flag)))
+                flag=dict(vars(cfg.flag)),
+                average=averaging_factor([s.nchan for s in slots], width,
+                                         cfg.convert.max_channel_width_hz))
+
+
+def averaging_factor(nchans, width_hz: float, max_width_hz: float) -> int:
+    """The largest number of channels averaged into one: it divides every subband's channel
+    count (no group straddles two files) and keeps the averaged width <= ``max_width_hz``
+    (``convert.max_channel_width_hz``; 0 or a width below one channel: no averaging)."""
+    common = int(np.gcd.reduce(np.asarray(nchans, dtype=np.int64)))
+    best = 1
+    for k in range(1, common + 1):
+        if common % k == 0 and k * abs(width_hz) <= max_width_hz * (1 + 1e-9):
+            best = k
+    return best
 
 
 def ms_row_order(time_jd, ant1, ant2):
@@ -143,8 +171,10 @@ def open_store(store: Path, plan: Plan, *, create: bool, compress: bool = False)
     """The observation's zarr stage store, in MS row order and MS convention.
 
     ``vis`` (Nrows, Nchan, Npols) complex64 and ``flags`` bool, chunked one integration by
-    one subband; ``wsum``/``nvalid`` (Nrows, Nsubbands, Npols) hold each subband's sum of
-    nsamples and count of unflagged channels, from which assembly forms WEIGHT.
+    one subband, Nchan after averaging (``plan.nchan_out``); ``wsum``/``nvalid`` (Nrows,
+    Nsubbands, Npols) hold each subband's sum of nsamples over its unflagged recorded
+    channels and its count of unflagged (averaged) channels, from which assembly forms
+    WEIGHT.
     """
     import zarr
 
@@ -153,8 +183,8 @@ def open_store(store: Path, plan: Plan, *, create: bool, compress: bool = False)
         # every chunk is written, even one equal to the fill value: zarr's default compares
         # each chunk with it first, which took half of the write time (measured)
         return tuple(g[k].with_config({"write_empty_chunks": True}) for k in STORE_ARRAYS)
-    shape = (plan.nrows, len(plan.freq_hz), plan.npols)
-    chunks = (plan.nbls, max(s.nchan for s in plan.slots), plan.npols)
+    shape = (plan.nrows, plan.nchan_out, plan.npols)
+    chunks = (plan.nbls, max(s.nchan for s in plan.slots) // plan.average, plan.npols)
     g = zarr.open_group(str(store), mode="w")
     comp = {} if compress else {"compressors": None}
     wshape = (plan.nrows, len(plan.slots), plan.npols)
@@ -226,16 +256,23 @@ def convert_subband(path: str, store: str, plan_json: str) -> dict:
         sb.vis, flags, sb.nsamples, order, swapped, reverse=slot.descending,
         dw_m=dw if dw.size else None, freq_hz=np.asarray(plan.freq_hz)[c], out=outs)
     del sb
+    flagged = 1.0 - float(nvalid.sum()) / flags_o.size
+    if plan.average > 1:  # after the rephasing: groups average in the imaged frame
+        shape = (plan.nrows, slot.nchan // plan.average, plan.npols)
+        vis_o, flags_o, nvalid = average_channels(
+            vis_o, flags_o, plan.average, out=(_POOL.get("vis_avg", shape, np.complex64),
+                                               _POOL.get("flag_avg", shape, bool)))
     n_bad = int(np.count_nonzero(nonfinite))
     z_vis, z_flags, z_wsum, z_nvalid = open_store(Path(store), plan, create=False)
     k = [s.subband for s in plan.slots].index(slot.subband)
-    z_vis[:, c, :] = vis_o
-    z_flags[:, c, :] = flags_o
+    c_out = plan.out_slice(slot)
+    z_vis[:, c_out, :] = vis_o
+    z_flags[:, c_out, :] = flags_o
     z_wsum[:, k, :] = wsum
     z_nvalid[:, k, :] = nvalid
     manifest = {"subband": slot.subband, "path": path, "chan0": slot.chan0,
                 "nchan": slot.nchan, "rows": plan.nrows, "nonfinite_rows": n_bad,
-                "flagged_fraction": 1.0 - float(nvalid.sum()) / flags_o.size,
+                "averaged": plan.average, "flagged_fraction": flagged,
                 "input_flagged_fraction": in_flagged, "flags": flag_stats,
                 "read_s": t_read, "flag_s": t_flag, "total_s": time.perf_counter() - t0}
     if n_bad:
@@ -387,11 +424,12 @@ def assemble_ms(store: str, out_ms: str, cfg: Config) -> dict:
     pointing, pointing_times = geo["pointing"], geo["pointing_times"]
     names = json.loads(str(geo["field_names"]))
     ant_itrf = first["antenna_positions"] + first["site_itrf"]
-    freqs = np.array(plan.freq_hz)
+    freqs = plan.out_freq_hz()
     layout = MSLayout(
         time_mjd_s=(t_rows - JD_TO_MJD) * 86400.0,
         interval_s=np.full(plan.nrows, first["integration_s"]), ant1=a1, ant2=a2,
-        field_id=field_id, uvw_m=uvw, freq_hz=freqs, chan_width_hz=abs(plan.chan_width_hz),
+        field_id=field_id, uvw_m=uvw, freq_hz=freqs,
+        chan_width_hz=abs(plan.chan_width_hz) * plan.average,
         corr_aips=first["pols"], ant_names=first["antenna_names"], ant_itrf_m=ant_itrf,
         dish_m=tel.dish_diameter_m, field_ra_dec=fields_ra_dec, field_names=names,
         field_time_mjd_s=ftimes, telescope=cfg.site.casa_name, obs_id=plan.obs_id,
@@ -401,7 +439,8 @@ def assemble_ms(store: str, out_ms: str, cfg: Config) -> dict:
     if not nvalid.any():
         raise ObservationError(f"{plan.obs_id}: every visibility of every subband is flagged "
                                "or non-finite; nothing to image")
-    # WEIGHT: mean nsamples over unflagged channels (0 for a fully flagged row)
+    # WEIGHT: nsamples summed over a row's unflagged recorded channels per unflagged MS
+    # channel (0 for a fully flagged row): each averaged channel carries its samples' weight
     weight_all = np.where(nvalid > 0, wsum / np.maximum(nvalid, 1), 0).astype(np.float32)
 
     from zarr.core.buffer.cpu import NDBuffer

@@ -38,6 +38,8 @@ def tclean(ct, casatasks, ms, work: Path, fits_path: Path, resid_path: Path, cfg
                 deconvolver="mtmfs" if im.nterms > 1 else "hogbom", nterms=im.nterms,
                 niter=im.niter, nsigma=im.nsigma, threshold=f"{im.threshold_jy}Jy",
                 nmajor=im.max_major_cycles, cyclefactor=im.cycle_factor, gain=0.1,
+                maxpsffraction=im.max_psf_fraction,
+                minpsffraction=min(0.05, im.max_psf_fraction),
                 interactive=False)
     if im.mask == "auto-multithresh" and im.niter > 0:
         args.update(usemask="auto-multithresh", noisethreshold=im.mask_sigma,

@@ -296,3 +296,60 @@ def to_ms_order(vis, flags, nsamples, order, keep_phase, *, reverse, dw_m=None, 
     _to_ms_order(vis, flags, nsamples, order, keep, bool(reverse), dw, f,
                  _uniform_channels(f, dw), vis_out, flag_out, wsum, nvalid, nonfinite)
     return vis_out, flag_out, wsum, nvalid, nonfinite
+
+
+@njit(cache=True, nogil=True)
+def _average_channels(vis, flags, k, vis_out, flag_out, nvalid):
+    nrow, nchan, npol = vis.shape
+    for r in range(nrow):
+        for co in range(nchan // k):
+            for p in range(npol):
+                s = complex(0.0, 0.0)
+                n = 0
+                for c in range(co * k, co * k + k):
+                    if not flags[r, c, p]:
+                        s += vis[r, c, p]
+                        n += 1
+                if n:
+                    vis_out[r, co, p] = s / n
+                    flag_out[r, co, p] = False
+                    nvalid[r, p] += 1
+                else:
+                    vis_out[r, co, p] = 0j
+                    flag_out[r, co, p] = True
+
+
+def average_channels(vis, flags, factor: int, out=None):
+    """Average groups of ``factor`` adjacent channels over their unflagged samples.
+
+    Parameters
+    ----------
+    vis : (Nrows, Nchan, Npols) complex64, Nchan a multiple of ``factor``
+        Visibilities already phased to the centre they will be imaged at: averaging turns
+        a source's phase gradient across the group into a loss of its amplitude (bandwidth
+        smearing, :mod:`engine.smearing`).
+    flags : (Nrows, Nchan, Npols) bool
+    factor : int >= 1
+    out : tuple of (vis_out, flag_out), optional
+        Preallocated C-contiguous outputs of shape (Nrows, Nchan // factor, Npols).
+
+    Returns
+    -------
+    vis_out complex64, flag_out bool (set where every sample of the group was flagged; the
+    value is then 0), nvalid (Nrows, Npols) int64: unflagged output channels per row.
+    Samples are weighted equally: a row's nsamples are the same in every channel of a
+    DSA-110 subband, and the row's WEIGHT carries them.
+    """
+    nrow, nchan, npol = vis.shape
+    if factor < 1 or nchan % factor:
+        raise ValueError(f"{nchan} channels cannot be averaged in groups of {factor}")
+    shape = (nrow, nchan // factor, npol)
+    if out is None:
+        out = (np.empty(shape, np.complex64), np.empty(shape, np.bool_))
+    vis_out, flag_out = out
+    if vis_out.shape != shape or flag_out.shape != shape:
+        raise ValueError(f"outputs have shape {vis_out.shape}, expected {shape}")
+    nvalid = np.zeros((nrow, npol), np.int64)
+    _average_channels(vis, np.ascontiguousarray(flags, dtype=np.bool_), int(factor), vis_out,
+                      flag_out, nvalid)
+    return vis_out, flag_out, nvalid

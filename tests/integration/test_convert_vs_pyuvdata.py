@@ -106,3 +106,81 @@ def test_data_agree(both):
     assert np.allclose(np.abs(da), np.abs(db), rtol=1e-4, atol=1e-5)
     dphi = np.angle(da * np.conj(db))
     assert np.max(np.abs(dphi)) < 0.01
+
+
+@pytest.fixture(scope="module")
+def averaged(tmp_path_factory):
+    """8 channels of 1.46 MHz per subband, averaged 4 to 1 by the engine and by pyuvdata's
+    ``frequency_average``; 3 channels of one group flagged in one file on 40 rows."""
+    import h5py
+
+    d = tmp_path_factory.mktemp("vs_pyuvdata_avg")
+    paths, cfg, src, mid = point_source_obs(d / "in", overrides={"sim.ntimes": 3,
+                                                                 "sim.nants": 12,
+                                                                 "sim.nchan_per_subband": 8})
+    with h5py.File(paths[3], "r+") as f:  # flag 3 of one group's 4 channels on some rows
+        fl = f["Data/flags"]  # the correlator's layout: (Nblts, 1, Nfreqs, Npols)
+        block = fl[:40, :, 0:3, :]
+        block[...] = True
+        fl[:40, :, 0:3, :] = block
+    width = 187.5e6 / 16 / 8
+    # the engine's own flagging off: both sides see the file's flags only
+    c = config.load(None, {"convert.phasing": "single", "flag.enabled": False,
+                           "convert.max_channel_width_hz": 4.5 * width})
+    eng = convert_local(paths, str(d / "engine.ms"), c)
+    full = convert_local(paths, str(d / "full.ms"), config.load(
+        None, {"convert.phasing": "single", "flag.enabled": False,
+               "convert.max_channel_width_hz": 0.0}))
+    with tables.table(eng["ms_path"] + "/FIELD", ack=False) as t:
+        ra, dec = t.getcol("PHASE_DIR")[0, 0]
+    p = subprocess.run([sys.executable, "-m", "tests.reference.pyuvdata_convert",
+                        "--exact-frame-pa", "--average", "4", str(d / "ref.ms"),
+                        repr(float(ra)), repr(float(dec)), *paths], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return eng["ms_path"], str(d / "ref.ms"), full["ms_path"]
+
+
+def test_averaged_channels_agree_with_pyuvdata(averaged):
+    """Channel frequencies and widths, visibilities and flags of a 4-to-1 average equal
+    pyuvdata's frequency_average of the same phased data."""
+    eng, ref, _ = averaged
+    a, b = _sorted(eng), _sorted(ref)
+    freqs = {}
+    for name, ms in (("eng", eng), ("ref", ref)):
+        with tables.table(ms + "/SPECTRAL_WINDOW", ack=False) as t:
+            freqs[name] = (t.getcol("CHAN_FREQ")[0], t.getcol("CHAN_WIDTH")[0],
+                           t.getcol("TOTAL_BANDWIDTH")[0])
+    assert freqs["eng"][0].size == 16 * 2
+    assert np.allclose(freqs["eng"][0], freqs["ref"][0], rtol=0, atol=1e-3)
+    assert np.allclose(np.abs(freqs["eng"][1]), np.abs(freqs["ref"][1]), rtol=1e-9)
+    cross = a["ANTENNA1"] != a["ANTENNA2"]
+    fa, fb = a["FLAG"][cross], b["FLAG"][cross]
+    assert np.array_equal(fa, fb)
+    da, db = a["DATA"][cross], b["DATA"][cross]
+    ok = ~fa
+    assert np.allclose(np.abs(da[ok]), np.abs(db[ok]), rtol=1e-4, atol=1e-5)
+    assert np.max(np.abs(np.angle(da[ok] * np.conj(db[ok])))) < 0.01
+
+
+def test_averaged_weight_carries_the_samples(averaged):
+    """An averaged channel carries the weight of the recorded channels in it: WEIGHT 4 x
+    the unaveraged MS's on unflagged rows, SIGMA = 1 / sqrt(WEIGHT); the flagged samples
+    (3 of a group of 4) are out of the average, not flagging the group."""
+    eng, _, full = averaged
+    a, f = _cols(eng, ["WEIGHT", "SIGMA", "FLAG", "DATA"]), _cols(full, ["WEIGHT", "FLAG", "DATA"])
+    clean = ~f["FLAG"].any(axis=(1, 2))
+    assert clean.sum() > 100
+    assert np.allclose(a["WEIGHT"][clean], 4 * f["WEIGHT"][clean], rtol=1e-6)
+    assert np.allclose(a["SIGMA"][clean], 1 / np.sqrt(a["WEIGHT"][clean]), rtol=1e-6)
+    # the average of the recorded channels, by numpy over the unaveraged MS
+    v, fl = f["DATA"], f["FLAG"]
+    n = v.shape[1]
+    w = (~fl).reshape(v.shape[0], n // 4, 4, -1)
+    s = (v.reshape(w.shape) * w).sum(axis=2)
+    cnt = w.sum(axis=2)
+    expect = np.where(cnt > 0, s / np.maximum(cnt, 1), 0)
+    partial = (cnt > 0) & (cnt < 4)
+    assert partial.any()  # the flagged samples left out, the group kept
+    assert np.array_equal(a["FLAG"], cnt == 0)
+    assert np.allclose(a["DATA"], expect, rtol=1e-5, atol=1e-6)

@@ -21,7 +21,9 @@ from engine.interference import KINDS
 from engine.telescope import Telescope
 
 SCALE = {"sim.nants": 24, "sim.nchan_per_subband": 48, "sim.ntimes": 12, "sim.nobs": 1,
-         "sim.noise_jy": 6.5, "sim.nsources": 4}  # the telescope: 244 kHz x 12.9 s
+         "sim.noise_jy": 6.5, "sim.nsources": 4,  # the telescope: 244 kHz x 12.9 s
+         # flags are judged at the recorded resolution (averaging would merge the cells)
+         "convert.max_channel_width_hz": 0.0}
 
 
 def _convert(tmp_path, name, overrides):

@@ -1,6 +1,7 @@
 """Independent reference conversion through pyuvdata (run as a separate process).
 
-    python -m tests.reference.pyuvdata_convert [--exact-frame-pa] OUT.ms RA_RAD DEC_RAD FILE...
+    python -m tests.reference.pyuvdata_convert [--exact-frame-pa] [--average N] OUT.ms RA_RAD
+        DEC_RAD FILE...
 
 Reads the subbands with pyuvdata, concatenates them in frequency, declares the data's
 real phasing (apparent HA = 0 at the pointing declination, i.e. a fixed az/el: pyuvdata's
@@ -41,7 +42,7 @@ def exact_frame_pa(uv):
         uv.set_uvws_from_antenna_positions(update_vis=False)
 
 
-def convert(files, out_ms, ra, dec, *, exact_pa=False):
+def convert(files, out_ms, ra, dec, *, exact_pa=False, average=1):
     uvs = []
     for f in files:
         uv = pyuvdata.UVData.from_file(f, file_type="uvh5", run_check=False)
@@ -64,6 +65,8 @@ def convert(files, out_ms, ra, dec, *, exact_pa=False):
     if exact_pa:
         exact_frame_pa(uv)
     uv.reorder_freqs(channel_order="freq")
+    if average > 1:
+        uv.frequency_average(n_chan_to_avg=average, sum_nsample=True)
     uv.write_ms(out_ms, clobber=True, run_check=False)
 
 
@@ -72,5 +75,11 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     exact = "--exact-frame-pa" in args
     args = [a for a in args if a != "--exact-frame-pa"]
-    convert(args[3:], args[0], float(args[1]), float(args[2]), exact_pa=exact)
+    average = 1
+    if "--average" in args:
+        i = args.index("--average")
+        average = int(args[i + 1])
+        del args[i:i + 2]
+    convert(args[3:], args[0], float(args[1]), float(args[2]), exact_pa=exact,
+            average=average)
     print(f"pyuvdata conversion took {time.perf_counter() - t0:.2f} s")

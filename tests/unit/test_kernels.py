@@ -154,6 +154,40 @@ def test_to_ms_order_matches_numpy(cdtype, reverse, turn):
         to_ms_order(vis, flags, ns, order, keep, reverse=reverse, dw_m=dw)
 
 
+@pytest.mark.parametrize("factor", [1, 2, 4])
+def test_average_channels_matches_numpy_masked_mean(factor):
+    from kernels.visibility import average_channels
+
+    n, c, p = 9, 8, 2
+    vis = (rng.standard_normal((n, c, p)) + 1j * rng.standard_normal((n, c, p))).astype(
+        np.complex64)
+    flags = rng.random((n, c, p)) < 0.3
+    flags[2, :factor, 0] = True  # one whole group flagged
+    got_v, got_f, nvalid = average_channels(vis, flags, factor)
+    ma = np.ma.masked_array(vis, flags).reshape(n, c // factor, factor, p)
+    ref = ma.mean(axis=2)
+    ref_f = np.ma.getmaskarray(ref)
+    np.testing.assert_array_equal(got_f, ref_f)
+    np.testing.assert_allclose(got_v[~ref_f], ref.compressed(), rtol=1e-6)
+    assert np.all(got_v[ref_f] == 0)
+    np.testing.assert_array_equal(nvalid, (~ref_f).sum(axis=1))
+    with pytest.raises(ValueError, match="groups of 3"):
+        average_channels(vis, flags, 3)
+
+
+def test_averaging_factor_divides_subbands_and_respects_the_width():
+    from engine.convert import averaging_factor
+
+    w = 244140.625
+    assert averaging_factor([48] * 16, w, 1.0e6) == 4  # 977 kHz
+    assert averaging_factor([48] * 16, w, 0.0) == 1
+    assert averaging_factor([48] * 16, w, 2.0e6) == 8
+    assert averaging_factor([48] * 16, w, 1.6e6) == 6  # 6 divides 48
+    assert averaging_factor([2] * 16, 5.86e6, 1.0e6) == 1
+    assert averaging_factor([48] * 15 + [36], w, 3.0e6) == 12  # gcd 12
+    assert averaging_factor([48] * 15 + [20], w, 3.0e6) == 4  # gcd 4
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_mosaic_accumulate_matches_numpy(dtype):
     from kernels.mosaic import accumulate
