@@ -123,12 +123,19 @@ def _model_mask(ct, base: str, tt: str, cell_arcsec: float) -> int:
     return int(mask.sum())
 
 
+# sub-bands WSClean grids separately when it fits spectra (image.nterms > 1)
+WSCLEAN_CHANNELS_OUT = 4
+
+
 def wsclean(ms, work: Path, fits_path: Path, resid_path: Path, cfg, cell, imsize, geo,
             datacolumn):
     """WSClean (a separate process with its own casacore) cleaned to the noise -> FITS.
 
     ``-auto-threshold`` stops at nsigma x the residual's rms re-measured every major cycle;
-    ``-auto-mask`` cleans down to it inside the mask grown at ``image.mask_sigma``.
+    ``-auto-mask`` cleans down to it inside the mask grown at ``image.mask_sigma``. With
+    ``image.nterms`` > 1 the band is gridded in ``WSCLEAN_CHANNELS_OUT`` parts cleaned
+    jointly with a polynomial spectrum of nterms terms per component (tclean's mtmfs does
+    the same with Taylor terms); the products are the full-band (MFS) image and residual.
     WSClean grids every field as if phased to one centre, so it needs a single-phase-centre
     MS (``convert.phasing = single``); a drift-scan MS with one field per integration is
     refused rather than imaged wrongly.
@@ -151,15 +158,20 @@ def wsclean(ms, work: Path, fits_path: Path, resid_path: Path, cfg, cell, imsize
         stop += ["-nmiter", str(im.max_major_cycles)]
     if im.restoring_beam_arcsec > 0:
         stop += ["-beam-size", str(im.restoring_beam_arcsec)]
+    spectral = []
+    if im.nterms > 1:  # as tclean's mtmfs: a polynomial spectrum per clean component
+        spectral = ["-join-channels", "-channels-out", str(WSCLEAN_CHANNELS_OUT),
+                    "-fit-spectral-pol", str(im.nterms)]
     cmd = ["wsclean", "-quiet", "-name", base, "-size", str(imsize), str(imsize),
            "-scale", f"{cell}asec", *weight, "-niter", str(im.niter), *stop,
-           "-mgain", str(im.cycle_gain), "-pol", "I", "-data-column",
+           "-mgain", str(im.cycle_gain), "-pol", "I", *spectral, "-data-column",
            "CORRECTED_DATA" if datacolumn == "corrected" else "DATA", "-use-wgridder", ms]
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
-    if p.returncode != 0 or not Path(base + "-image.fits").exists():
+    stem = base + ("-MFS" if spectral else "")
+    if p.returncode != 0 or not Path(stem + "-image.fits").exists():
         raise CasaTaskError(f"wsclean on {ms} failed: {(p.stderr or p.stdout)[-500:]}")
-    os.replace(base + "-image.fits", fits_path)
-    os.replace(base + "-residual.fits", resid_path)
+    os.replace(stem + "-image.fits", fits_path)
+    os.replace(stem + "-residual.fits", resid_path)
     for f in work.glob("wsc-*"):
         f.unlink()
     return {}
