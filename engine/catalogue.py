@@ -185,7 +185,8 @@ def catalogue_product(image: Path, pb: Path | None, work: Path, out_path: Path, 
     sc = cfg.sources
     found = find_sources(image, pb, work, finder=sc.finder, innerclip=sc.innerclip,
                          outerclip=sc.outerclip, min_pb=sc.min_pb if pb is not None else 0.0,
-                         min_size_beam=sc.min_size_beam)
+                         min_size_beam=sc.min_size_beam,
+                         max_island_beams=sc.max_island_beams)
     write_catalogue(found["rows"], out_path, image_hdr=fits.getheader(image),
                     product_id=product_id, image_name=Path(image).name, finder=sc.finder,
                     cfg=cfg)

@@ -219,6 +219,10 @@ SCHEMA: tuple[Field, ...] = (
     F("sources.min_size_beam", float, 0.5,
       "a component fitted narrower than this fraction of the restoring beam (either axis) "
       "is not a source (clean artefacts, noise streaks) and is dropped", minimum=0.0),
+    F("sources.max_island_beams", float, 200.0,
+      "PyBDSF leaves out islands larger than this many restoring-beam areas (a radio "
+      "galaxy of DSA-110 spans tens; a larger island is a bad image's sidelobes, whose "
+      "fitting took PyBDSF over 10 minutes); 0: no limit", minimum=0.0),
     F("sources.min_pb", float, 0.2,
       "keep a source only where the image's primary-beam response is at least this",
       minimum=0.0),

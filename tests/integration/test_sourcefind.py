@@ -115,3 +115,37 @@ def test_primary_beam_correction_and_cut(tmp_path):
     ratio = np.array([r["int_jy"] for r in rows]) / np.array([srcs[i][2] for i in idx])
     assert abs(np.median(ratio) - 1) < 0.03
     assert not (r_at[idx] < 0.25).any()
+
+
+def test_a_giant_island_is_left_out_and_the_sources_are_still_found(tmp_path):
+    """A 530-beam patch of ripples at 10-15 sigma (a diverged clean's sidelobes) is one
+    island above sources.max_island_beams (200): PyBDSF leaves it out, finds the point
+    sources elsewhere as before; without the limit it catalogues components inside it."""
+    path, srcs = _sky(tmp_path, 3, n_src=120)
+    with fits.open(path, mode="update") as h:
+        d = h[0].data
+        yy, xx = np.mgrid[0:100, 0:100]
+        d[200:300, 200:300] = RMS * (12.5 + 2.5 * np.sin(xx / 4.0) * np.cos(yy / 5.0))
+    box = [(ra, dec) for ra, dec, _ in srcs]
+    from astropy.wcs import WCS
+
+    wcs = WCS(fits.getheader(path))
+    x, y = wcs.all_world2pix([s[0] for s in box], [s[1] for s in box], 0)
+    outside = ~((x > 190) & (x < 310) & (y > 190) & (y < 310))
+    strong = np.array([s[2] for s in srcs]) / RMS >= 10
+
+    def inside_box(rows):
+        if not rows:
+            return 0
+        px, py = wcs.all_world2pix([r["ra_deg"] for r in rows], [r["dec_deg"] for r in rows], 0)
+        return int(((px > 200) & (px < 300) & (py > 200) & (py < 300)).sum())
+
+    capped = find_sources(path, None, tmp_path / "w1", max_island_beams=200)["rows"]
+    uncapped = find_sources(path, None, tmp_path / "w2", max_island_beams=0)["rows"]
+    assert inside_box(uncapped) > 0  # the limit is what keeps the patch out
+    assert inside_box(capped) == 0
+    truth = SkyCoord([s[0] for s in srcs] * u.deg, [s[1] for s in srcs] * u.deg)
+    found = SkyCoord([r["ra_deg"] for r in capped] * u.deg, [r["dec_deg"] for r in capped] * u.deg)
+    idx, sep, _ = truth.match_to_catalog_sky(found)
+    detected = sep.arcsec < 0.5 * BEAM[0]
+    assert detected[strong & outside].mean() >= 0.95
