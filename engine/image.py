@@ -110,6 +110,20 @@ def drift_beam(ra_grid, dec_grid, fields, freq_hz, cfg: Config):
     return out / len(fields)
 
 
+def choose_imager(backend: str, nfields: int, have_wsclean: bool) -> str:
+    """The imager that runs: ``image.backend`` resolved for this MS and machine.
+
+    auto: WSClean when installed and the MS has one phase centre (WSClean grids every field
+    as if phased to one), else tclean; wsclean without its binary falls back to tclean
+    with a warning (an MS with several fields is refused in :func:`imagers.wsclean`)."""
+    if backend == "auto":
+        return "wsclean" if have_wsclean and nfields == 1 else "tclean"
+    if backend == "wsclean" and not have_wsclean:
+        log.warning("image.backend = wsclean but no wsclean binary: using tclean")
+        return "tclean"
+    return backend
+
+
 def _mad_rms(a) -> float:
     a = a[np.isfinite(a)]
     return float(1.4826 * np.median(np.abs(a - np.median(a)))) if a.size else float("nan")
@@ -141,10 +155,8 @@ def _image_into(work: Path, ms: str, cfg: Config, obs_id: str, caltables, ct, ca
     cell, imsize = image_size(cfg, geo)
     fits_path = work / f"{obs_id}.image.fits"
     resid_path = work / f"{obs_id}.residual.fits"
-    backend = cfg.image.backend
-    if backend == "wsclean" and shutil.which("wsclean") is None:
-        log.warning("image.backend = wsclean but no wsclean binary: using tclean")
-        backend = "tclean"
+    backend = choose_imager(cfg.image.backend, len(geo["fields"]),
+                            shutil.which("wsclean") is not None)
     datacolumn = "corrected" if caltables else "data"
     t_img = time.perf_counter()
     if backend == "wsclean":

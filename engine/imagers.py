@@ -159,10 +159,14 @@ def wsclean(ms, work: Path, fits_path: Path, resid_path: Path, cfg, cell, imsize
     if im.restoring_beam_arcsec > 0:
         stop += ["-beam-size", str(im.restoring_beam_arcsec)]
     spectral = []
-    if im.nterms > 1:  # as tclean's mtmfs: a polynomial spectrum per clean component
-        spectral = ["-join-channels", "-channels-out", str(WSCLEAN_CHANNELS_OUT),
-                    "-fit-spectral-pol", str(im.nterms)]
-    cmd = ["wsclean", "-quiet", "-name", base, "-size", str(imsize), str(imsize),
+    nout = min(WSCLEAN_CHANNELS_OUT, len(geo["freqs"]))
+    if im.nterms > 1 and nout > 1:  # as mtmfs: a polynomial spectrum per clean component
+        spectral = ["-join-channels", "-channels-out", str(nout),
+                    "-fit-spectral-pol", str(min(im.nterms, nout))]
+    # -temp-dir: its reordered copies of the data go into the work folder (removed with it
+    # on failure), not beside the MS
+    cmd = ["wsclean", "-quiet", "-name", base, "-temp-dir", str(work),
+           "-size", str(imsize), str(imsize),
            "-scale", f"{cell}asec", *weight, "-niter", str(im.niter), *stop,
            "-mgain", str(im.cycle_gain), "-pol", "I", *spectral, "-data-column",
            "CORRECTED_DATA" if datacolumn == "corrected" else "DATA", "-use-wgridder", ms]
@@ -172,6 +176,6 @@ def wsclean(ms, work: Path, fits_path: Path, resid_path: Path, cfg, cell, imsize
         raise CasaTaskError(f"wsclean on {ms} failed: {(p.stderr or p.stdout)[-500:]}")
     os.replace(stem + "-image.fits", fits_path)
     os.replace(stem + "-residual.fits", resid_path)
-    for f in work.glob("wsc-*"):
-        f.unlink()
+    for f in [*work.glob("wsc-*"), *work.glob(Path(ms).name + "-*")]:  # its temporaries
+        shutil.rmtree(f) if f.is_dir() else f.unlink()
     return {}

@@ -49,7 +49,7 @@ RUNS = {
                 "convert.phasing": "single",
                 "image.backend": "wsclean" if HAVE_WSCLEAN else "tclean"},
     "half_deg": {"sim.calibrator": "J0834+555", "sim.calibrator_offset_deg": 0.5,
-                 "sim.seed": 12},
+                 "sim.seed": 12, "convert.phasing": "meridian", "image.backend": "tclean"},
     "one_deg": {"sim.calibrator": "J0834+555", "sim.calibrator_offset_deg": -1.0,
                 "sim.seed": 13, "convert.phasing": "single",
                 "image.backend": "wsclean" if HAVE_WSCLEAN else "tclean"},

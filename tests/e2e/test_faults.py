@@ -113,7 +113,7 @@ def test_retries_come_from_the_config(two_obs, tmp_path, monkeypatch):
 
 def test_casa_task_that_raises_fails_only_its_observation(two_obs, tmp_path, monkeypatch):
     cfg, paths = two_obs
-    cfg, base = _base(tmp_path, paths)
+    cfg, base = _base(tmp_path, paths, {"image.backend": "tclean"})  # a CASA task
     monkeypatch.setenv(FAULTS, f"casa.tclean@*{_first_obs_glob(paths)}*=raise")
     summary = scheduler.run(cfg, base)
     o = _obs(base)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from casacore import tables
 
+from engine import config
 from engine.convert import convert_local
 from engine.errors import ObservationError
 from engine.msio import read_geometry
@@ -16,6 +17,7 @@ from engine.validate import validate_phasing
 @pytest.fixture(scope="module")
 def meridian_ms(one_obs, tmp_path_factory):
     paths, _, cfg = one_obs
+    cfg = config.load(None, {**cfg.as_flat(), "convert.phasing": "meridian"})
     d = tmp_path_factory.mktemp("val")
     m = convert_local(paths, str(d / "m.ms"), cfg)
     return m, cfg

@@ -4,7 +4,7 @@ from astropy.coordinates import SkyCoord
 from scipy.special import j1
 
 from engine import config
-from engine.image import drift_beam, good_fft_size
+from engine.image import choose_imager, drift_beam, good_fft_size
 
 CFG = config.load(None, {"array.dish_diameter_m": 4.65})
 
@@ -39,3 +39,13 @@ def test_good_fft_size():
             while m % p == 0:
                 m //= p
         assert m == 1
+
+
+def test_choose_imager():
+    """auto: WSClean only when installed and the MS has one phase centre."""
+    assert choose_imager("auto", 1, True) == "wsclean"
+    assert choose_imager("auto", 24, True) == "tclean"  # meridian phasing: one field each
+    assert choose_imager("auto", 1, False) == "tclean"
+    assert choose_imager("wsclean", 1, False) == "tclean"  # with a warning
+    assert choose_imager("wsclean", 1, True) == "wsclean"
+    assert choose_imager("tclean", 1, True) == "tclean"
