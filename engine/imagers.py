@@ -164,8 +164,11 @@ def wsclean(ms, work: Path, fits_path: Path, resid_path: Path, cfg, cell, imsize
         spectral = ["-join-channels", "-channels-out", str(nout),
                     "-fit-spectral-pol", str(min(im.nterms, nout))]
     # -temp-dir: its reordered copies of the data go into the work folder (removed with it
-    # on failure), not beside the MS
+    # on failure), not beside the MS; -no-update-model-required: WSClean would otherwise
+    # predict its model into the MS's MODEL_DATA at the end (a degridding pass that changes
+    # the MS behind its registered checksum)
     cmd = ["wsclean", "-quiet", "-name", base, "-temp-dir", str(work),
+           "-no-update-model-required",
            "-size", str(imsize), str(imsize),
            "-scale", f"{cell}asec", *weight, "-niter", str(im.niter), *stop,
            "-mgain", str(im.cycle_gain), "-pol", "I", *spectral, "-data-column",
