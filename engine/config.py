@@ -247,10 +247,10 @@ SCHEMA: tuple[Field, ...] = (
       "... or whose median position offset from the reference exceeds this many beam "
       "major axes", minimum=0.0),
     # conversion
-    F("convert.phasing", str, "single",
+    F("convert.phasing", str, "meridian",
+      "meridian: keep the recorded drift phasing, one field per integration (tclean only); "
       "single: rephase every integration to one centre (by default the meridian at the "
-      "observation's middle, as the telescope's own pipeline images); meridian: keep the "
-      "recorded drift phasing, one field per integration (tclean only)",
+      "observation's middle, as the telescope's own pipeline images)",
       choices=("meridian", "single")),
     F("convert.single_ra_deg", float, float("nan"),
       "J2000 RA of the single phase centre (deg); NaN: the mid-time meridian"),
@@ -291,11 +291,11 @@ SCHEMA: tuple[Field, ...] = (
     F("image.max_imsize", int, 2048, "largest image side (pixels)", minimum=64),
     F("image.cell_arcsec", float, 0.0, "cell size (arcsec); 0: derived from the data"),
     F("image.imsize", int, 0, "image side (pixels); 0: derived from the data", minimum=0),
-    F("image.backend", str, "auto",
-      "imager: auto (WSClean when its binary is installed and the MS has one phase centre, "
-      "as the telescope's own pipeline does; CASA tclean otherwise), tclean, or wsclean "
-      "(needs convert.phasing = single). Why WSClean: docs/IMAGING.md (at full scale 10 x "
-      "faster, and tclean's mtmfs diverged)", choices=("auto", "tclean", "wsclean")),
+    F("image.backend", str, "tclean",
+      "imager: tclean; wsclean (needs convert.phasing = single; 6.7 x faster at full scale "
+      "but not yet the default: docs/IMAGING.md); auto (WSClean when its binary is "
+      "installed and the MS has one phase centre, tclean otherwise)",
+      choices=("auto", "tclean", "wsclean")),
     F("image.restoring_beam_arcsec", float, 0.0,
       "circular restoring beam FWHM (arcsec) for every image; 0: each imager's fitted beam",
       minimum=0.0),
