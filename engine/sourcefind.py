@@ -148,8 +148,8 @@ def find_sources(image: Path, pb: Path | None, work: Path, *, finder: str = "pyb
     its island extends down to this many. A component fitted narrower than min_size_beam
     of the restoring beam (major or minor axis) is dropped and counted. PyBDSF leaves out
     islands larger than max_island_beams restoring-beam areas (0: no limit): an island that
-    size is the sidelobe pattern of a bad image, whose Gaussian fitting can take PyBDSF tens
-    of minutes (measured on a diverged full-scale clean). Returns {"rows",
+    size is the sidelobe pattern of a bad image, whose Gaussian fitting kept PyBDSF busy for
+    over 8 minutes (a diverged full-scale clean). Aegean takes no such limit. Returns {"rows",
     "finder", "seconds", "innerclip", "outerclip", "n_narrow"}; raises SourceFindingError
     naming the image on failure."""
     if finder not in FINDERS:
