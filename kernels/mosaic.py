@@ -23,6 +23,9 @@ from numba import njit, prange
 @njit(cache=True, nogil=True)
 def _bilinear(a, x, y):
     ny, nx = a.shape
+    # compared as floats first: a NaN or huge position converted to an integer is undefined
+    if not (0.0 <= x < nx - 1 and 0.0 <= y < ny - 1):
+        return math.nan
     x0 = int(math.floor(x))
     y0 = int(math.floor(y))
     if x0 < 0 or y0 < 0 or x0 + 1 >= nx or y0 + 1 >= ny:
@@ -48,6 +51,8 @@ def _lanczos(img, x, y, a):
     """Lanczos-``a`` interpolation, normalised by its weights; bilinear where the window
     leaves the image or holds a NaN."""
     ny, nx = img.shape
+    if not (a - 1.0 <= x < nx - a and a - 1.0 <= y < ny - a):  # NaN too: see _bilinear
+        return _bilinear(img, x, y)
     x0 = int(math.floor(x))
     y0 = int(math.floor(y))
     if x0 - a + 1 < 0 or y0 - a + 1 < 0 or x0 + a >= nx or y0 + a >= ny:

@@ -24,8 +24,13 @@ from numba import njit
 def forced_peak(img, x0, y0, a, b, c, half):
     """Amplitude (Jy/beam) of the beam centred at (x0, y0) fitted to the pixels within
     +-half of it. Non-finite pixels are left out. Returns (amplitude, sum of B^2, pixels
-    used); amplitude is NaN when no pixel was usable."""
+    used); amplitude is NaN when no pixel was usable, or when the position is not finite or
+    lies more than ``half`` pixels off the image (a catalogue source the projection cannot
+    place, or places far outside: converting such a float to an integer is undefined in
+    compiled code, and crashed the image worker)."""
     ny, nx = img.shape
+    if not (-half - 1.0 < x0 < nx + half and -half - 1.0 < y0 < ny + half):
+        return np.nan, 0.0, 0  # also False for NaN
     ix = int(math.floor(x0 + 0.5))
     iy = int(math.floor(y0 + 0.5))
     num = 0.0

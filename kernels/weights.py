@@ -27,7 +27,12 @@ from engine.constants import C_M_S
 
 @njit(cache=True, nogil=True)
 def _cell(u_m, v_m, freq_hz, du, n):
-    """Grid cell (iu, iv) of one visibility, -1 when outside the n x n grid."""
+    """Grid cell (iu, iv) of one visibility, -1 when outside the n x n grid (or not
+    finite: the test is made on floats, since converting NaN to an integer is undefined)."""
+    fu = u_m * freq_hz / C_M_S / du + 0.5 + n // 2
+    fv = v_m * freq_hz / C_M_S / du + 0.5 + n // 2
+    if not (0.0 <= fu < n and 0.0 <= fv < n):
+        return -1, -1
     iu = int(math.floor(u_m * freq_hz / C_M_S / du + 0.5)) + n // 2
     iv = int(math.floor(v_m * freq_hz / C_M_S / du + 0.5)) + n // 2
     if iu < 0 or iv < 0 or iu >= n or iv >= n:

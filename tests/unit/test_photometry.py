@@ -82,3 +82,15 @@ def test_steady_sources_are_not_variable_and_a_doubling_is():
     assert abs(np.mean(etas) - 1) < 0.1 and flagged == 0
     eta, v = eta_v([1.0, 1.0, 2.0, 2.0], [0.05] * 4)
     assert is_variable(eta, v, 4, cfg)
+
+
+def test_forced_peak_of_an_unplaceable_position_is_nan():
+    """Catalogue sources behind a SIN image's tangent plane come back from astropy as NaN
+    pixels, and far ones as huge numbers: a blank result, never a crash (a NaN position
+    once crashed the image worker with a segmentation fault)."""
+    img = 3.0 * _beam(0.1, 0.0, 0.1, 10.0, 10.0, (20, 20))
+    xs = np.array([np.nan, 10.0, 3.3e4, -8.9e3, 1e300, -np.inf, 10.0])
+    ys = np.array([np.nan, np.nan, 3.9e4, 1.1e3, 5.0, 5.0, 10.0])
+    amps, used = forced_peaks(img, xs, ys, 0.1, 0.0, 0.1, 9)
+    assert np.isnan(amps[:6]).all() and (used[:6] == 0).all()
+    assert amps[6] == pytest.approx(3.0, rel=1e-12) and used[6] == 19 * 19
