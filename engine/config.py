@@ -356,6 +356,10 @@ SCHEMA: tuple[Field, ...] = (
     F("image.max_thermal_ratio", float, 3.0,
       "QA: an image whose inner residual rms exceeds this many times the data's thermal "
       "estimate is not published", minimum=1.0),
+    F("image.min_beam_pixels", float, 2.0,
+      "QA: an image whose restoring beam's minor axis (FWHM) spans fewer pixels than this is "
+      "not published: a point source between pixels loses up to 1 - 2^-(1/p)^2 of its peak "
+      "(20 % at 1.75 pixels), which no resampling recovers (docs/IMAGING.md)", minimum=0.0),
     F("image.require_calibration", bool, True,
       "observations without valid calibration wait (true) or are imaged as they are (false)"),
     # mosaics

@@ -52,7 +52,8 @@ def register_mosaic(reg: Registry, manifest: dict, stage_root: Path) -> str:
 
 def qa_check(cfg: Config, qa: dict) -> tuple[bool, str]:
     """(passes, reason): a finite dynamic range above its floor, a residual within
-    ``image.max_thermal_ratio`` of the data's thermal noise where that was measured, and
+    ``image.max_thermal_ratio`` of the data's thermal noise where that was measured, a
+    restoring beam sampled by at least ``image.min_beam_pixels`` across its minor axis, and
     the source catalogue's flux ratio and offset against the reference catalogue within
     ``sources.qa_*`` where enough reference sources were matched to judge."""
     dr = qa.get("dynamic_range")
@@ -67,6 +68,13 @@ def qa_check(cfg: Config, qa: dict) -> tuple[bool, str]:
         return False, (f"residual rms {qa['residual_rms_jy']:.3g} Jy/beam is {ratio:.2f} x the "
                        f"data's thermal estimate {qa['thermal_jy']:.3g} (limit "
                        f"{cfg.image.max_thermal_ratio})")
+    bmin, cell = qa.get("bmin_arcsec"), qa.get("cell_arcsec")
+    if bmin and cell and bmin == bmin and bmin / cell < cfg.image.min_beam_pixels:
+        p = bmin / cell
+        return False, (f"restoring beam minor axis {bmin:.3g} arcsec is {p:.2f} pixels of "
+                       f"{cell:.3g} arcsec (limit {cfg.image.min_beam_pixels}): a point "
+                       f"source between pixels loses up to {100 * (1 - 2 ** (-1 / p ** 2)):.0f}"
+                       f" % of its peak")
     cat = (qa.get("sources") or {}).get("qa") or {}
     if cat.get("judged") and not cat.get("passes"):
         return False, cat["reason"]

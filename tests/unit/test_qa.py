@@ -1,5 +1,7 @@
 """Image QA: the residual against the data's thermal noise decides publication."""
 
+import numpy as np
+
 from engine import config
 from engine.publish import qa_check
 
@@ -21,3 +23,19 @@ def test_no_thermal_estimate_is_not_a_pass():
     assert not ok and "thermal" in why
     ok, _ = qa_check(cfg, {"dynamic_range": 500.0})  # products without the measurement
     assert ok
+
+
+def test_an_undersampled_restoring_beam_is_rejected_with_the_peak_it_loses():
+    """A 14 arcsec minor axis on 8 arcsec pixels (WSClean's beam on the mosaic test's grid):
+    a point source half a pixel off the grid keeps exp(-4 ln2 (0.5/1.75)^2) = 80 % of its
+    peak on the best pixel (computed here by sampling the Gaussian), so the image is not
+    published; on 4 arcsec pixels it is."""
+    cfg = config.load(None, {})
+    fwhm_px = 14.0 / 8.0
+    x = np.arange(-5, 6) + 0.5  # pixel centres, the source half a pixel off
+    kept = np.exp(-4 * np.log(2) * (x / fwhm_px) ** 2).max()
+    qa = {"dynamic_range": 500.0, "bmin_arcsec": 14.0, "cell_arcsec": 8.0}
+    ok, why = qa_check(cfg, qa)
+    assert not ok and "1.75 pixels" in why and f"{100 * (1 - kept):.0f} %" in why
+    assert qa_check(cfg, {**qa, "cell_arcsec": 4.0})[0]
+    assert qa_check(config.load(None, {"image.min_beam_pixels": 0}), qa)[0]
