@@ -85,28 +85,50 @@ def convolve_to(image, beam, target, cdelt_deg) -> np.ndarray:
     treated as zeros for the convolution and restored afterwards. The convolution is done
     with FFTs (on every CPU) on a grid padded by the kernel's extent (no wrap-around).
     """
+    return convolve_all([image], beam, target, cdelt_deg)[0]
+
+
+def convolve_all(images, beam, target, cdelt_deg) -> list:
+    """:func:`convolve_to` of several images of one grid and one beam (a member image and
+    its residual): one kernel, one padded stack, one batched FFT pair. Single precision
+    (float32 in and out; relative rounding ~1e-7 of the brightest pixel, far below an
+    image's noise) when every image is float32, double otherwise."""
     kernel = covariance(*target) - covariance(*beam)
     if np.linalg.eigvalsh(kernel).min() < -1e-12 * np.abs(kernel).max():
         raise ValueError(f"target beam {target} does not contain beam {beam}")
+    shapes = {np.shape(a) for a in images}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+        raise ValueError(f"images must share one 2-d shape, got {sorted(shapes)}")
     # sky (east, north) -> pixel (x, y): x = east / CDELT1 (CDELT1 < 0: x runs west)
     jac = np.diag([1.0 / cdelt_deg[0], 1.0 / cdelt_deg[1]])
     kpix = jac @ kernel @ jac.T
-    bad = ~np.isfinite(image)
-    work = np.where(bad, 0.0, image).astype(np.float64)
     pad = int(np.ceil(5 * np.sqrt(np.abs(np.diag(kpix)).max()))) + 1
-    ny, nx = work.shape
+    ny, nx = shapes.pop()
     # padded at least by the kernel's extent, to sizes the FFT factors fast (2, 3, 5, 7)
     shape = (sfft.next_fast_len(ny + 2 * pad, real=True),
              sfft.next_fast_len(nx + 2 * pad, real=True))
-    padded = np.zeros(shape)
-    padded[pad:pad + ny, pad:pad + nx] = work
+    single = all(np.asarray(a).dtype == np.float32 for a in images)
+    dtype = np.float32 if single else np.float64
+    padded = np.zeros((len(images), *shape), dtype=dtype)
+    bads = []
+    for k, a in enumerate(images):
+        bad = ~np.isfinite(a)
+        padded[k, pad:pad + ny, pad:pad + nx] = a
+        padded[k, pad:pad + ny, pad:pad + nx][bad] = 0.0
+        bads.append(bad)
     ky = np.fft.fftfreq(shape[0])[:, None]
     kx = np.fft.rfftfreq(shape[1])[None, :]
-    # Fourier transform of a unit-integral Gaussian: exp(-2 pi^2 k^T S k)
-    ft = np.exp(-2 * np.pi ** 2 * (kpix[0, 0] * kx ** 2 + 2 * kpix[0, 1] * kx * ky
-                                   + kpix[1, 1] * ky ** 2))
-    out = sfft.irfft2(sfft.rfft2(padded, workers=-1) * ft, s=shape,
-                      workers=-1)[pad:pad + ny, pad:pad + nx]
-    out *= area(target) / area(beam)
-    out[bad] = np.nan
+    # Fourier transform of a unit-integral Gaussian: exp(-2 pi^2 k^T S k), with the
+    # rescaling to the target's Jy/beam folded in
+    ft = ((area(target) / area(beam)) * np.exp(
+        -2 * np.pi ** 2 * (kpix[0, 0] * kx ** 2 + 2 * kpix[0, 1] * kx * ky
+                           + kpix[1, 1] * ky ** 2))).astype(dtype)
+    spec = sfft.rfft2(padded, workers=-1, overwrite_x=True)
+    spec *= ft
+    full = sfft.irfft2(spec, s=shape, workers=-1, overwrite_x=True)
+    out = []
+    for k, bad in enumerate(bads):
+        o = full[k, pad:pad + ny, pad:pad + nx].copy()
+        o[bad] = np.nan
+        out.append(o)
     return out

@@ -26,7 +26,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 from engine import __version__, faults
 from engine.config import Config
 from engine.errors import StaleProductError
-from engine.beams import common_beam, convolve_to
+from engine.beams import common_beam, convolve_all
 from engine.image import INNER_PB, _mad_rms, find_catalogue
 from engine.quicklook import catalogue_marks, render
 from engine.paths import commit_dir, work_folder
@@ -43,7 +43,9 @@ def _load(path):
         warnings.simplefilter("ignore", FITSFixedWarning)
         try:
             with fits.open(path) as h:
-                data = np.squeeze(h[0].data).astype(np.float64)
+                # float32 in native byte order (FITS is big-endian): what the kernels read;
+                # their sums are float64
+                data = np.squeeze(h[0].data).astype(np.float32)
                 hdr = h[0].header.copy()
         except (OSError, ValueError) as exc:
             raise StaleProductError(f"{path}: FITS does not open ({exc})") from None
@@ -139,11 +141,14 @@ def _common_beam_members(loaded):
         img, _, _, hdr, resid = m[:5]
         cdelt = (hdr["CDELT1"], hdr["CDELT2"])
         ref = resid if resid is not None else img
-        before = _mad_rms(ref[::2, ::2])  # every 4th pixel: ~1e6 samples, 4 x faster
-        m[0] = convolve_to(img, beam, target, cdelt)
+        # every 16th pixel: 2.6e5 samples of a 2048^2 member, the rms to ~0.3 %, the same
+        # pixels before and after
+        before = _mad_rms(ref[::4, ::4])
         if resid is not None:
-            m[4] = convolve_to(resid, beam, target, cdelt)
-        after = _mad_rms((m[4] if resid is not None else m[0])[::2, ::2])
+            m[0], m[4] = convolve_all([img, resid], beam, target, cdelt)
+        else:
+            m[0], = convolve_all([img], beam, target, cdelt)
+        after = _mad_rms((m[4] if resid is not None else m[0])[::4, ::4])
         factors.append(after / before if before > 0 else 1.0)
     return target, factors
 
@@ -194,10 +199,12 @@ def _write_mosaic(work: Path, members: list, cfg: Config, mosaic_id: str):
     num, den, cov, rnum, var = (a.ravel() for a in (num, den, cov, rnum, var))
     keep = (cov >= cfg.mosaic.min_pb) & (den > 0)
 
-    def finish(a):
-        out = np.full(nx * ny, np.nan)
-        out[keep] = a[keep]
-        return out.reshape(ny, nx).astype(np.float32)
+    blank = ~keep
+
+    def finish(a):  # float32 from the start: these are 24 Mpixel maps at full scale
+        out = a.astype(np.float32)
+        out[blank] = np.nan
+        return out.reshape(ny, nx)
 
     safe = np.where(den > 0, den, 1.0)
     mosaic = finish(num / safe)
@@ -232,7 +239,8 @@ def _write_mosaic(work: Path, members: list, cfg: Config, mosaic_id: str):
         written = io.submit(_write_maps, work, names, maps)
         if with_noise:  # statistics from every 4th pixel (~6e6 of a full-scale mosaic)
             r, t = resid_mosaic[::2, ::2], thermal[::2, ::2]
-            inner = (cov.reshape(ny, nx)[::2, ::2] >= INNER_PB) & np.isfinite(r)
+            inner = ((cov.reshape(ny, nx)[::2, ::2] >= INNER_PB) & np.isfinite(r)
+                     & np.isfinite(t) & (t > 0))
             if inner.any():
                 qa.update(residual_rms_jy=_mad_rms(r[inner]),
                           thermal_jy=float(np.median(t[inner])),

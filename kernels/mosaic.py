@@ -122,12 +122,15 @@ def accumulate(num, den, cov, image, beam, weight, xin, yin, *, lanczos: int = 0
 @njit(cache=True, nogil=True)
 def _lanczos_weights(d0, a, w, cphi, sphi):
     """w[k] = L_a(t_k), t_k = d0 + a - 1 - k for k in 0..2a-1 (d0 in [0, 1): the offset from
-    the window's floor pixel); returns their sum. Three trigonometric calls instead of 4a:
-    sin(pi t_k) = (-1)^n sin(pi d0) and sin(pi t_k / a) = sin(pi d0 / a + pi n / a) by the
+    the window's floor pixel); returns their sum. Two trigonometric calls (a = 3) or three,
+    not 4a: sin(pi t_k) = (-1)^n sin(pi d0) and sin(pi t_k / a) = sin(pi d0 / a + pi n / a) by the
     angle sum, n = a - 1 - k; ``cphi``, ``sphi``: cos and sin of pi n / a (``_phases``)."""
-    sp = math.sin(math.pi * d0)
     sa = math.sin(math.pi * d0 / a)
     ca = math.cos(math.pi * d0 / a)
+    if a == 3:  # sin(3 t) = sin t (3 - 4 sin^2 t): two trigonometric calls, not three
+        sp = sa * (3.0 - 4.0 * sa * sa)
+    else:
+        sp = math.sin(math.pi * d0)
     s = 0.0
     for k in range(2 * a):
         n = a - 1 - k
@@ -154,16 +157,14 @@ def _phases(a):
 
 @njit(cache=True, nogil=True)
 def _window_sum(img, x0, y0, a, wx, wy):
-    """sum w_x w_y img over the 2a x 2a window at (x0 - a + 1, y0 - a + 1); NaN if the
-    window holds a non-finite value."""
+    """sum w_x w_y img over the 2a x 2a window at (x0 - a + 1, y0 - a + 1); not finite if
+    the window holds a non-finite value (NaN and infinities propagate through the sums; a
+    test per pixel would stop the loop from being vectorised)."""
     total = 0.0
     for j in range(2 * a):
         row = 0.0
         for i in range(2 * a):
-            v = img[y0 - a + 1 + j, x0 - a + 1 + i]
-            if not math.isfinite(v):
-                return math.nan
-            row += wx[i] * v
+            row += wx[i] * img[y0 - a + 1 + j, x0 - a + 1 + i]
         total += wy[j] * row
     return total
 
@@ -224,6 +225,11 @@ def _accumulate_sin(num, den, cov, rnum, var, image, resid, beam, weight, vweigh
                 var[j, i] += vweight * b * b
 
 
+def _kernel_float(a):
+    """float32 and float64 arrays are read as they are; anything else as float64."""
+    return a.dtype if a.dtype in (np.float32, np.float64) else np.float64
+
+
 def accumulate_sin(num, den, cov, image, beam, weight, frames, box, *, lanczos: int = 0,
                    resid=None, rnum=None, var=None, vweight: float = 0.0):
     """Add one image to the running sums on a 2-D output grid (in place), mapping every
@@ -233,7 +239,7 @@ def accumulate_sin(num, den, cov, image, beam, weight, frames, box, *, lanczos: 
     ----------
     num, den, cov : (Ny, Nx) float64
         Running sums and best beam response on the output grid, as in :func:`accumulate`.
-    image, beam : (ny, nx) float
+    image, beam : (ny, nx) float32 or float64 (read as they are; the sums are float64)
         Image (Jy/beam) and primary beam (0..1) on the member's grid.
     weight : float
         ``1 / sigma**2`` of the image (1/Jy^2).
@@ -270,9 +276,9 @@ def accumulate_sin(num, den, cov, image, beam, weight, frames, box, *, lanczos: 
     y0, x0, y1, x1 = max(y0, 0), max(x0, 0), min(y1, ny), min(x1, nx)
     if y1 <= y0 or x1 <= x0:
         return num, den, cov
-    f64 = np.float64
-    _accumulate_sin(num, den, cov, rnum, var, np.ascontiguousarray(image, dtype=f64),
-                    np.ascontiguousarray(resid, dtype=f64), np.ascontiguousarray(beam, dtype=f64),
-                    float(weight), float(vweight), out_lin, out_c, rot, in_lin, in_c,
+    image, resid, beam = (np.ascontiguousarray(a, dtype=_kernel_float(a))
+                          for a in (image, resid, beam))
+    _accumulate_sin(num, den, cov, rnum, var, image, resid, beam, float(weight),
+                    float(vweight), out_lin, out_c, rot, in_lin, in_c,
                     y0, y1, x0, x1, int(lanczos))
     return num, den, cov

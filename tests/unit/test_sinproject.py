@@ -59,6 +59,13 @@ def test_sin_kernel_matches_astropy_mapping(ra, dec, rot):
     for got, want in zip(sums, ref):
         np.testing.assert_allclose(got.ravel(), want, rtol=0, atol=1e-9)
     assert (sums[1] > 0).sum() > 0.2 * sums[1].size
+    # members as the mosaic reads them (float32 FITS): the same sums to float32 rounding
+    s32 = [np.zeros(shape_out) for _ in range(5)]
+    f32 = [a.astype(np.float32) for a in (img, pb, res)]
+    accumulate_sin(*s32[:3], f32[0], f32[1], 2.0, frames(w_out, w_in), box, lanczos=3,
+                   resid=f32[2], rnum=s32[3], var=s32[4], vweight=0.5)
+    for got, want in zip(s32, ref):
+        np.testing.assert_allclose(got.ravel(), want, rtol=0, atol=1e-5)
 
 
 def test_frames_refuses_what_it_cannot_map_exactly():
