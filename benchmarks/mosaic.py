@@ -15,12 +15,22 @@ so the common-beam convolution works as on real members. Timed in one process:
   (:func:`engine.mosaic._add_member`: each member's footprint only, the SIN-to-SIN mapping
   in the numba kernel); their ratio, and the largest difference between the two mosaics.
 
+* ``before`` / ``after``: the mosaic alone (no catalogue), by the engine at
+  ``BEFORE_REF`` (main before the float32 members, the batched single-precision
+  common-beam FFT and the leaner Lanczos kernel) and by this one, each in its own process
+  (numba compiled first on two members), alternated twice; the faster of each pair is
+  reported, with their ratio and the largest difference between the two mosaics.
+
 The mosaic's fluxes are checked against the truth (median peak ratio of sources the mosaic
 sees at a primary-beam response of at least 0.5).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +42,22 @@ from engine.mosaic import LANCZOS, _load, make_mosaic, output_grid
 from benchmarks.sourcefind import BEAM, CELL, RMS, _pb
 from kernels.mosaic import accumulate
 
+BEFORE_REF = "96e775a"  # main before the mosaic's speed-ups of 2026-12-01
+# one timed mosaic in a fresh process, by whichever engine PYTHONPATH puts first
+_RUNNER = """
+import json, shutil, sys, time
+from pathlib import Path
+from engine import config
+from engine.mosaic import make_mosaic
+members, out = json.loads(sys.argv[1]), Path(sys.argv[2])
+cfg = config.load(None, {"sources.enabled": False})
+make_mosaic(members[:2], str(out / "warm"), cfg, mosaic_id="warm")  # numba compiles
+shutil.rmtree(out / "warm")
+t0 = time.perf_counter()
+m = make_mosaic(members, str(out / "run"), cfg, mosaic_id="bench")
+print(json.dumps({"s": time.perf_counter() - t0, "steps": m["qa"]["timing"],
+                  "path": m["files"]["mosaic"]["path"]}))
+"""
 N = 2048
 DEC = 54.6
 RA_STEP = 309.0 / 86400 * 360  # deg of RA the meridian moves in one observation
@@ -100,6 +126,36 @@ def _reproject(members, route: str) -> tuple[float, np.ndarray]:
         return dt, np.where(den > 0, num / den, np.nan).reshape(ny, nx)
 
 
+def _side_by_side(members, work: Path) -> dict:
+    """The mosaic alone by the engine at BEFORE_REF and by this one (module docstring)."""
+    import shutil
+
+    from benchmarks.science import _unpack
+
+    root = Path(__file__).resolve().parent.parent
+    trees = {"before": _unpack(BEFORE_REF, work / "before_src"), "after": root}
+    runs = {"before": [], "after": []}
+    for rep in range(2):
+        for label, tree in trees.items():
+            out = work / f"{label}{rep}"
+            shutil.rmtree(out, ignore_errors=True)
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            p = subprocess.run([sys.executable, "-c", _RUNNER, json.dumps(members), str(out)],
+                               capture_output=True, text=True, env=env, cwd=tree, check=True)
+            runs[label].append(json.loads(p.stdout.strip().splitlines()[-1]))
+    best = {k: min(v, key=lambda r: r["s"]) for k, v in runs.items()}
+    a, b = (fits.getdata(best[k]["path"]).astype(np.float64) for k in ("before", "after"))
+    both = np.isfinite(a) & np.isfinite(b)
+    return {"before_ref": BEFORE_REF,
+            "before_s": [r["s"] for r in runs["before"]],
+            "after_s": [r["s"] for r in runs["after"]],
+            "before_steps_s": best["before"]["steps"], "after_steps_s": best["after"]["steps"],
+            "speedup": best["before"]["s"] / best["after"]["s"],
+            "before_after_max_difference_jy": float(np.abs(a[both] - b[both]).max()),
+            "before_after_peak_jy": float(np.nanmax(a)),
+            "before_after_same_coverage": bool((np.isfinite(a) == np.isfinite(b)).all())}
+
+
 def bench_mosaic_full(cfg, work: Path) -> dict:
     """Module docstring; the scale option does not apply (the grids are the full-scale
     ones)."""
@@ -126,6 +182,7 @@ def bench_mosaic_full(cfg, work: Path) -> dict:
         if 2 <= ix < nx - 2 and 2 <= iy < ny - 2 and np.isfinite(mosaic[iy, ix]) \
                 and cov[iy, ix] >= 0.25 / RMS ** 2 and peak >= 30 * RMS:
             ratios.append(np.nanmax(mosaic[iy - 1:iy + 2, ix - 1:ix + 2]) / peak)
+    side = _side_by_side(members, out)
     new_s, new = _reproject(members, "kernel")
     old_s, old = _reproject(members, "skycoord")
     both = np.isfinite(new) & np.isfinite(old)
@@ -144,4 +201,4 @@ def bench_mosaic_full(cfg, work: Path) -> dict:
             "peak_ratio_p5_p95": ([float(np.percentile(ratios, 5)),
                                    float(np.percentile(ratios, 95))] if ratios else None),
             "mosaic_rms_jy": qa.get("rms_jy"), "thermal_ratio": qa.get("thermal_ratio"),
-            "catalogue_sources": (qa.get("sources") or {}).get("n")}
+            "catalogue_sources": (qa.get("sources") or {}).get("n"), **side}
