@@ -63,29 +63,34 @@ DEC = 54.6
 RA_STEP = 309.0 / 86400 * 360  # deg of RA the meridian moves in one observation
 
 
-def _members(work: Path, cfg, n_members: int, seed: int):
+def _members(work: Path, cfg, n_members: int, seed: int, *, n: int = N, cell: float = CELL,
+             n_sources: int = 1500):
+    """``n_members`` synthetic members of ``n`` x ``n`` pixels of ``cell`` arcsec (module
+    docstring) written into ``work``: (member dicts as the mosaic task takes them, the sky
+    as (ra_deg, dec_deg, peak_jy))."""
     rng = np.random.default_rng(seed)
     centres = [(150.0 + (k - (n_members - 1) / 2) * RA_STEP, DEC) for k in range(n_members)]
     # one sky across the strip: sources on the mosaic's own grid
-    strip = skyimage.sky_wcs((N, 12288), CELL, 150.0, DEC)
-    sky = skyimage.random_sources(rng, 1500, strip, (N, 12288), snr_min=10, snr_max=500,
-                                  rms=RMS, min_sep_px=8 * BEAM[0] / CELL,
-                                  margin_px=4 * BEAM[0] / CELL)
+    strip_shape = (n, int(6 * n))
+    strip = skyimage.sky_wcs(strip_shape, cell, 150.0, DEC)
+    sky = skyimage.random_sources(rng, n_sources, strip, strip_shape, snr_min=10,
+                                  snr_max=500, rms=RMS, min_sep_px=8 * BEAM[0] / cell,
+                                  margin_px=4 * BEAM[0] / cell)
     members = []
     for k, (ra, dec) in enumerate(centres):
-        wcs = skyimage.sky_wcs(N, CELL, ra, dec)
-        pb = _pb(wcs, (N, N), [(ra, dec)], cfg.array.dish_diameter_m)
+        wcs = skyimage.sky_wcs(n, cell, ra, dec)
+        pb = _pb(wcs, (n, n), [(ra, dec)], cfg.array.dish_diameter_m)
         xs, ys = wcs.all_world2pix([s[0] for s in sky], [s[1] for s in sky], 0)
-        inside = (xs > -50) & (xs < N + 50) & (ys > -50) & (ys < N + 50)
-        ix = np.clip(np.round(xs), 0, N - 1).astype(int)
-        iy = np.clip(np.round(ys), 0, N - 1).astype(int)
+        inside = (xs > -50) & (xs < n + 50) & (ys > -50) & (ys < n + 50)
+        ix = np.clip(np.round(xs), 0, n - 1).astype(int)
+        iy = np.clip(np.round(ys), 0, n - 1).astype(int)
         apparent = [(s[0], s[1], s[2] * pb[y, x]) for s, x, y, ok in
                     zip(sky, ix, iy, inside) if ok]
         beam = (BEAM[0] * (1 + 0.002 * k), BEAM[1] * (1 + 0.001 * k), BEAM[2] + 0.5 * k)
         paths = {kind: work / f"m{k:02d}.{kind}.fits" for kind in ("image", "residual", "pb")}
-        skyimage.write_image(paths["image"], wcs, N, beam, RMS, apparent,
+        skyimage.write_image(paths["image"], wcs, n, beam, RMS, apparent,
                              np.random.default_rng(seed + k))
-        skyimage.write_image(paths["residual"], wcs, N, beam, RMS, [],
+        skyimage.write_image(paths["residual"], wcs, n, beam, RMS, [],
                              np.random.default_rng(seed + k))
         fits.PrimaryHDU(pb, fits.getheader(paths["image"])).writeto(paths["pb"],
                                                                     overwrite=True)

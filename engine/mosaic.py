@@ -233,8 +233,9 @@ def _write_mosaic(work: Path, members: list, cfg: Config, mosaic_id: str):
         names["residual"] = f"{mosaic_id}.residual.fits"
         names["thermal"] = f"{mosaic_id}.thermal.fits"
         maps += [("residual", resid_mosaic, hdr), ("thermal", thermal, hdr)]
-    # the FITS files are written by a thread (I/O) while the QA statistics and the PNG are
-    # computed here; all are done before the catalogue reads the mosaic back
+    # the FITS files are written by a thread (I/O, from copies: _write_maps) while the QA
+    # statistics and the PNG are computed here from the same arrays; all are done before
+    # the catalogue reads the mosaic back
     with ThreadPoolExecutor(max_workers=1) as io:
         written = io.submit(_write_maps, work, names, maps)
         if with_noise:  # statistics from every 4th pixel (~6e6 of a full-scale mosaic)
@@ -263,9 +264,12 @@ def _write_mosaic(work: Path, members: list, cfg: Config, mosaic_id: str):
 
 
 def _write_maps(work: Path, names: dict, maps: list):
-    """Each (kind, float32 array, header) as ``work/names[kind]``."""
+    """Each (kind, float32 array, header) as ``work/names[kind]``, from a big-endian copy:
+    astropy writes a little-endian array by byte-swapping it IN PLACE and back, and this
+    runs in a thread while the caller reads the same arrays for the QA and the PNG (which
+    then saw swapped bytes: a residual/thermal ratio of 70 instead of 1.0)."""
     for kind, data, hdr in maps:
-        fits.PrimaryHDU(data, hdr).writeto(work / names[kind])
+        fits.PrimaryHDU(data.astype(">f4"), hdr).writeto(work / names[kind])
 
 
 def make_mosaic(members: list[dict], out_dir: str, cfg: Config, *, mosaic_id: str) -> dict:
