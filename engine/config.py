@@ -222,7 +222,7 @@ SCHEMA: tuple[Field, ...] = (
     F("sources.max_island_beams", float, 200.0,
       "PyBDSF leaves out islands larger than this many restoring-beam areas (a radio "
       "galaxy of DSA-110 spans tens; a larger island is a bad image's sidelobes, whose "
-      "fitting took PyBDSF over 10 minutes); 0: no limit", minimum=0.0),
+      "fitting kept PyBDSF busy for over 8 minutes); 0: no limit", minimum=0.0),
     F("sources.min_pb", float, 0.2,
       "keep a source only where the image's primary-beam response is at least this",
       minimum=0.0),
@@ -358,8 +358,9 @@ SCHEMA: tuple[Field, ...] = (
       "estimate is not published", minimum=1.0),
     F("image.min_beam_pixels", float, 2.0,
       "QA: an image whose restoring beam's minor axis (FWHM) spans fewer pixels than this is "
-      "not published: a point source between pixels loses up to 1 - 2^-(1/p)^2 of its peak "
-      "(20 % at 1.75 pixels), which no resampling recovers (docs/IMAGING.md)", minimum=0.0),
+      "not published: a point source half a pixel off along the minor axis loses "
+      "1 - 2^-(1/p)^2 of its peak (20 % at 1.75 pixels; more off the diagonal), which no "
+      "resampling recovers (docs/IMAGING.md)", minimum=0.0),
     F("image.require_calibration", bool, True,
       "observations without valid calibration wait (true) or are imaged as they are (false)"),
     # mosaics

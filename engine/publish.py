@@ -73,8 +73,8 @@ def qa_check(cfg: Config, qa: dict) -> tuple[bool, str]:
         p = bmin / cell
         return False, (f"restoring beam minor axis {bmin:.3g} arcsec is {p:.2f} pixels of "
                        f"{cell:.3g} arcsec (limit {cfg.image.min_beam_pixels}): a point "
-                       f"source between pixels loses up to {100 * (1 - 2 ** (-1 / p ** 2)):.0f}"
-                       f" % of its peak")
+                       f"source half a pixel off along that axis loses "
+                       f"{100 * (1 - 2 ** (-1 / p ** 2)):.0f} % of its peak")
     cat = (qa.get("sources") or {}).get("qa") or {}
     if cat.get("judged") and not cat.get("passes"):
         return False, cat["reason"]
