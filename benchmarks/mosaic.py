@@ -63,8 +63,8 @@ DEC = 54.6
 RA_STEP = 309.0 / 86400 * 360  # deg of RA the meridian moves in one observation
 
 
-def _members(work: Path, cfg, n_members: int, seed: int, *, n: int = N, cell: float = CELL,
-             n_sources: int = 1500):
+def synthetic_members(work: Path, cfg, n_members: int, seed: int, *, n: int = N,
+                      cell: float = CELL, n_sources: int = 1500):
     """``n_members`` synthetic members of ``n`` x ``n`` pixels of ``cell`` arcsec (module
     docstring) written into ``work``: (member dicts as the mosaic task takes them, the sky
     as (ra_deg, dec_deg, peak_jy))."""
@@ -167,7 +167,7 @@ def bench_mosaic_full(cfg, work: Path) -> dict:
     out = work / "mosaic_full"
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    members, sky = _members(out, cfg, 10, seed=18)
+    members, sky = synthetic_members(out, cfg, 10, seed=18)
     inputs_s = time.perf_counter() - t0
     mcfg = config.load(None, {**cfg.as_flat(), "sources.finder": "pybdsf"})
     t0 = time.perf_counter()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from benchmarks.mosaic import _members
+from benchmarks.mosaic import synthetic_members
 from engine import config
 from engine.image import INNER_PB
 from engine.mosaic import make_mosaic
@@ -21,7 +21,7 @@ def _robust_rms(a):
 @pytest.mark.parametrize("seed", [3, 4, 5])  # the race it guards against hit 1 in 2
 def test_mosaic_qa_is_what_its_files_say(tmp_path, seed):
     cfg = config.load(None, {"sources.enabled": False})
-    members, _ = _members(tmp_path, cfg, 4, seed, n=1024, cell=4.0, n_sources=150)
+    members, _ = synthetic_members(tmp_path, cfg, 4, seed, n=1024, cell=4.0, n_sources=150)
     m = make_mosaic(members, str(tmp_path / "out"), cfg, mosaic_id="qa")
     files = {k: v["path"] for k, v in m["files"].items()}
     resid, thermal, weight = (fits.getdata(files[k]).astype(np.float64)
