@@ -164,40 +164,42 @@ def ms_row_order(time_jd, ant1, ant2):
     return order, swapped, time_jd[order], lo[order], hi[order]
 
 
-STORE_ARRAYS = ("vis", "flags", "wsum", "nvalid")
+def store_arrays(plan: Plan) -> tuple:
+    """Names of the stage store's arrays: ``count`` only when channels are averaged."""
+    base = ("vis", "flags", "wsum", "nraw", "nvalid")
+    return base + ("count",) if plan.average > 1 else base
 
 
-def open_store(store: Path, plan: Plan, *, create: bool, compress: bool = False):
+def open_store(store: Path, plan: Plan, *, create: bool, compress: bool = False) -> dict:
     """The observation's zarr stage store, in MS row order and MS convention.
 
     ``vis`` (Nrows, Nchan, Npols) complex64 and ``flags`` bool, chunked one integration by
-    one subband, Nchan after averaging (``plan.nchan_out``); ``wsum``/``nvalid`` (Nrows,
-    Nsubbands, Npols) hold each subband's sum of nsamples over its unflagged recorded
-    channels and its count of unflagged (averaged) channels, from which assembly forms
-    WEIGHT.
+    one subband, Nchan after averaging (``plan.nchan_out``); ``wsum``/``nraw``/``nvalid``
+    (Nrows, Nsubbands, Npols) hold each subband's sum of nsamples over its unflagged
+    recorded channels, its count of those channels and its count of unflagged (averaged)
+    channels, from which assembly forms WEIGHT; with averaging, ``count`` (Nrows, Nchan,
+    Npols) uint8 holds the unflagged recorded samples in each averaged channel, from which
+    assembly forms WEIGHT_SPECTRUM. Returns {name: array}.
     """
     import zarr
 
+    names = store_arrays(plan)
     if not create:
         g = zarr.open_group(str(store), mode="r+")
         # every chunk is written, even one equal to the fill value: zarr's default compares
         # each chunk with it first, which took half of the write time (measured)
-        return tuple(g[k].with_config({"write_empty_chunks": True}) for k in STORE_ARRAYS)
+        return {k: g[k].with_config({"write_empty_chunks": True}) for k in names}
     shape = (plan.nrows, plan.nchan_out, plan.npols)
     chunks = (plan.nbls, max(s.nchan for s in plan.slots) // plan.average, plan.npols)
     g = zarr.open_group(str(store), mode="w")
     comp = {} if compress else {"compressors": None}
     wshape = (plan.nrows, len(plan.slots), plan.npols)
     wchunks = (plan.nrows, 1, plan.npols)
-    arrays = (
-        g.create_array("vis", shape=shape, chunks=chunks, dtype="complex64", fill_value=0j,
-                       **comp),
-        g.create_array("flags", shape=shape, chunks=chunks, dtype="bool", fill_value=True,
-                       **comp),
-        g.create_array("wsum", shape=wshape, chunks=wchunks, dtype="float64", fill_value=0.0,
-                       **comp),
-        g.create_array("nvalid", shape=wshape, chunks=wchunks, dtype="int64", fill_value=0,
-                       **comp))
+    spec = {"vis": (shape, chunks, "complex64", 0j), "flags": (shape, chunks, "bool", True),
+            "wsum": (wshape, wchunks, "float64", 0.0), "nraw": (wshape, wchunks, "int64", 0),
+            "nvalid": (wshape, wchunks, "int64", 0), "count": (shape, chunks, "uint8", 0)}
+    arrays = {k: g.create_array(k, shape=spec[k][0], chunks=spec[k][1], dtype=spec[k][2],
+                                fill_value=spec[k][3], **comp) for k in names}
     g.attrs["plan"] = plan.to_json()
     return arrays
 
@@ -257,19 +259,24 @@ def convert_subband(path: str, store: str, plan_json: str) -> dict:
         dw_m=dw if dw.size else None, freq_hz=np.asarray(plan.freq_hz)[c], out=outs)
     del sb
     flagged = 1.0 - float(nvalid.sum()) / flags_o.size
+    nraw, count = nvalid, None
     if plan.average > 1:  # after the rephasing: groups average in the imaged frame
         shape = (plan.nrows, slot.nchan // plan.average, plan.npols)
-        vis_o, flags_o, nvalid = average_channels(
+        vis_o, flags_o, nvalid, count = average_channels(
             vis_o, flags_o, plan.average, out=(_POOL.get("vis_avg", shape, np.complex64),
-                                               _POOL.get("flag_avg", shape, bool)))
+                                               _POOL.get("flag_avg", shape, bool),
+                                               _POOL.get("count_avg", shape, np.uint8)))
     n_bad = int(np.count_nonzero(nonfinite))
-    z_vis, z_flags, z_wsum, z_nvalid = open_store(Path(store), plan, create=False)
+    z = open_store(Path(store), plan, create=False)
     k = [s.subband for s in plan.slots].index(slot.subband)
     c_out = plan.out_slice(slot)
-    z_vis[:, c_out, :] = vis_o
-    z_flags[:, c_out, :] = flags_o
-    z_wsum[:, k, :] = wsum
-    z_nvalid[:, k, :] = nvalid
+    z["vis"][:, c_out, :] = vis_o
+    z["flags"][:, c_out, :] = flags_o
+    if count is not None:
+        z["count"][:, c_out, :] = count
+    z["wsum"][:, k, :] = wsum
+    z["nraw"][:, k, :] = nraw
+    z["nvalid"][:, k, :] = nvalid
     manifest = {"subband": slot.subband, "path": path, "chan0": slot.chan0,
                 "nchan": slot.nchan, "rows": plan.nrows, "nonfinite_rows": n_bad,
                 "averaged": plan.average, "flagged_fraction": flagged,
@@ -435,13 +442,21 @@ def assemble_ms(store: str, out_ms: str, cfg: Config) -> dict:
         field_time_mjd_s=ftimes, telescope=cfg.site.casa_name, obs_id=plan.obs_id,
         pointing_ra_dec=pointing, pointing_time_mjd_s=pointing_times)
     z_vis, z_flags = g["vis"], g["flags"]
-    wsum, nvalid = g["wsum"][...].sum(axis=1), g["nvalid"][...].sum(axis=1)
+    wsum_sb, nraw_sb = g["wsum"][...], g["nraw"][...]
+    wsum, nvalid = wsum_sb.sum(axis=1), g["nvalid"][...].sum(axis=1)
     if not nvalid.any():
         raise ObservationError(f"{plan.obs_id}: every visibility of every subband is flagged "
                                "or non-finite; nothing to image")
     # WEIGHT: nsamples summed over a row's unflagged recorded channels per unflagged MS
-    # channel (0 for a fully flagged row): each averaged channel carries its samples' weight
+    # channel (0 for a fully flagged row): each averaged channel carries its samples' weight.
+    # It is the mean of WEIGHT_SPECTRUM over a row's unflagged channels.
     weight_all = np.where(nvalid > 0, wsum / np.maximum(nvalid, 1), 0).astype(np.float32)
+    # WEIGHT_SPECTRUM (averaging only): a group that kept n of its k recorded samples has
+    # n x (the row's nsamples per sample), so a channel next to a flagged one is not given
+    # the weight of a full group; nsamples are constant across one subband's channels
+    per_sample = np.where(nraw_sb > 0, wsum_sb / np.maximum(nraw_sb, 1), 0.0)
+    z_count = g["count"] if plan.average > 1 else None
+    sb_slices = [plan.out_slice(s) for s in plan.slots]
 
     from zarr.core.buffer.cpu import NDBuffer
 
@@ -451,7 +466,14 @@ def assemble_ms(store: str, out_ms: str, cfg: Config) -> dict:
         flags = _POOL.get(f"block_flag{r1 - r0}", shape, bool)
         z_vis.get_basic_selection((slice(r0, r1),), out=NDBuffer.from_numpy_array(data))
         z_flags.get_basic_selection((slice(r0, r1),), out=NDBuffer.from_numpy_array(flags))
-        return data, flags, weight_all[r0:r1]
+        if z_count is None:
+            return data, flags, weight_all[r0:r1], None
+        spectrum = _POOL.get(f"block_ws{r1 - r0}", shape, np.float32)
+        count = z_count[r0:r1]
+        for k, c in enumerate(sb_slices):
+            np.multiply(count[:, c, :], per_sample[r0:r1, k, None, :], out=spectrum[:, c, :],
+                        casting="unsafe")
+        return data, flags, weight_all[r0:r1], spectrum
 
     out_ms = Path(out_ms)
     tmp = out_ms.with_name(out_ms.name + ".tmp")
@@ -459,7 +481,8 @@ def assemble_ms(store: str, out_ms: str, cfg: Config) -> dict:
         shutil.rmtree(tmp)
     # casacore aborts the whole process when a table cannot be flushed to a full disk, so
     # the space is checked before anything is written
-    need = ms_size_estimate(plan.nrows, freqs.size, plan.npols)
+    need = ms_size_estimate(plan.nrows, freqs.size, plan.npols,
+                            weight_spectrum=z_count is not None)
     free = shutil.disk_usage(out_ms.parent).free
     if free < need:
         raise StorageError(f"{out_ms}: stage is full: {free / 1e6:.1f} MB free, the MS needs "
@@ -467,7 +490,8 @@ def assemble_ms(store: str, out_ms: str, cfg: Config) -> dict:
     # blocks of whole integrations, about 128 MB of visibilities, in reused buffers
     rows_per_block = plan.nbls * max(1, int(128e6 // max(1, plan.nbls * freqs.size * 8)))
     try:
-        write_ms(str(tmp), layout, read_block, rows_per_block=rows_per_block)
+        write_ms(str(tmp), layout, read_block, rows_per_block=rows_per_block,
+                 weight_spectrum=z_count is not None)
     except (OSError, RuntimeError) as exc:
         shutil.rmtree(tmp, ignore_errors=True)  # never leave a partial MS behind
         if _is_no_space(exc):

@@ -67,16 +67,18 @@ def data_tile_rows(nrows: int, nchan: int, npol: int) -> int:
     return int(max(1, min(rows, nrows)))
 
 
-def ms_size_estimate(nrows: int, nchan: int, npols: int) -> int:
-    """Bytes an MS needs: DATA (complex64) and FLAG per visibility, ~160 B of row columns,
-    20 % for storage-manager overheads, one spare DATA tile, two spare FLAG buckets and
-    2 MB of subtables."""
-    return (int(1.2 * nrows * (nchan * npols * 9 + 160))
+def ms_size_estimate(nrows: int, nchan: int, npols: int, *, weight_spectrum: bool = False
+                     ) -> int:
+    """Bytes an MS needs: DATA (complex64), FLAG and WEIGHT_SPECTRUM (float32, when written)
+    per visibility, ~160 B of row columns, 20 % for storage-manager overheads, one spare
+    DATA tile, two spare FLAG buckets and 2 MB of subtables."""
+    per_vis = 13 if weight_spectrum else 9
+    return (int(1.2 * nrows * (nchan * npols * per_vis + 160))
             + data_tile_rows(nrows, nchan, npols) * nchan * npols * 8
             + 2 * bucket_bytes(nrows, nchan, npols) + (2 << 20))
 
 
-def _create(path: str, nchan: int, npol: int, nrows: int):
+def _create(path: str, nchan: int, npol: int, nrows: int, weight_spectrum: bool = False):
     tables = import_casacore_tables()
     desc = tables.required_ms_desc("MAIN")
     desc["UVW"].update(dataManagerType="TiledColumnStMan", dataManagerGroup="TiledUVW")
@@ -95,29 +97,37 @@ def _create(path: str, nchan: int, npol: int, nrows: int):
                                  datamanagertype="TiledColumnStMan",
                                  datamanagergroup="TiledData")
     desc.update(tables.maketabdesc(data))
+    if weight_spectrum:
+        ws = tables.makearrcoldesc("WEIGHT_SPECTRUM", 0.0, valuetype="float",
+                                   shape=[nchan, npol], datamanagertype="TiledColumnStMan",
+                                   datamanagergroup="TiledWeightSpectrum")
+        desc.update(tables.maketabdesc(ws))
     desc["FLAG"]["shape"] = np.array([nchan, npol])
     desc["FLAG"].update(dataManagerType="StandardStMan", dataManagerGroup="FlagSSM")
     dminfo = tables.makedminfo(desc)
     for spec in dminfo.values():
         if spec["NAME"] == "FlagSSM":
             spec["SPEC"] = {"BUCKETSIZE": bucket_bytes(nrows, nchan, npol)}
-        if spec["NAME"] == "TiledData":
+        if spec["NAME"] in ("TiledData", "TiledWeightSpectrum"):
             spec["SPEC"] = {"DEFAULTTILESHAPE": np.array(
                 [npol, nchan, data_tile_rows(nrows, nchan, npol)], dtype=np.int32)}
     return tables.default_ms(path, desc, dminfo)
 
 
-def write_ms(path: str, layout: MSLayout, read_block, *, rows_per_block: int):
+def write_ms(path: str, layout: MSLayout, read_block, *, rows_per_block: int,
+             weight_spectrum: bool = False):
     """Create the MS at ``path`` and fill it.
 
     ``read_block(r0, r1)`` returns ``(data complex64 (n, Nchan, Npols), flags bool, weight
-    float32 (n, Npols))`` for rows ``r0:r1`` already in MS convention and order; it is called
-    block by block so the full visibility cube never has to sit in memory.
+    float32 (n, Npols), spectrum float32 (n, Nchan, Npols) or None)`` for rows ``r0:r1``
+    already in MS convention and order; it is called block by block so the full visibility
+    cube never has to sit in memory. With ``weight_spectrum`` the MS gets a WEIGHT_SPECTRUM
+    column (per-channel data weights, which CASA and WSClean use in place of WEIGHT).
     """
     tables = import_casacore_tables()
     nrows = layout.time_mjd_s.size
     nchan, npol = layout.freq_hz.size, layout.corr_aips.size
-    ms = _create(path, nchan, npol, nrows)
+    ms = _create(path, nchan, npol, nrows, weight_spectrum)
     try:
         ms.addrows(nrows)
         ms.putcol("TIME", layout.time_mjd_s)
@@ -136,8 +146,10 @@ def write_ms(path: str, layout: MSLayout, read_block, *, rows_per_block: int):
         ms.putcol("UVW", layout.uvw_m)
         for r0 in range(0, nrows, rows_per_block):
             r1 = min(nrows, r0 + rows_per_block)
-            data, flags, weight = read_block(r0, r1)
+            data, flags, weight, spectrum = read_block(r0, r1)
             ms.putcol("DATA", data, startrow=r0, nrow=r1 - r0)
+            if weight_spectrum:
+                ms.putcol("WEIGHT_SPECTRUM", spectrum, startrow=r0, nrow=r1 - r0)
             ms.putcol("FLAG", flags, startrow=r0, nrow=r1 - r0)
             ms.putcol("WEIGHT", weight, startrow=r0, nrow=r1 - r0)
             with np.errstate(divide="ignore"):

@@ -299,7 +299,7 @@ def to_ms_order(vis, flags, nsamples, order, keep_phase, *, reverse, dw_m=None, 
 
 
 @njit(cache=True, nogil=True)
-def _average_channels(vis, flags, k, vis_out, flag_out, nvalid):
+def _average_channels(vis, flags, k, vis_out, flag_out, nvalid, count):
     nrow, nchan, npol = vis.shape
     for r in range(nrow):
         for co in range(nchan // k):
@@ -310,6 +310,7 @@ def _average_channels(vis, flags, k, vis_out, flag_out, nvalid):
                     if not flags[r, c, p]:
                         s += vis[r, c, p]
                         n += 1
+                count[r, co, p] = n
                 if n:
                     vis_out[r, co, p] = s / n
                     flag_out[r, co, p] = False
@@ -330,26 +331,30 @@ def average_channels(vis, flags, factor: int, out=None):
         smearing, :mod:`engine.smearing`).
     flags : (Nrows, Nchan, Npols) bool
     factor : int >= 1
-    out : tuple of (vis_out, flag_out), optional
+    out : tuple of (vis_out, flag_out, count), optional
         Preallocated C-contiguous outputs of shape (Nrows, Nchan // factor, Npols).
 
     Returns
     -------
     vis_out complex64, flag_out bool (set where every sample of the group was flagged; the
-    value is then 0), nvalid (Nrows, Npols) int64: unflagged output channels per row.
+    value is then 0), nvalid (Nrows, Npols) int64: unflagged output channels per row, and
+    count (Nrows, Nchan // factor, Npols) uint8: unflagged samples in each group (0..factor).
     Samples are weighted equally: a row's nsamples are the same in every channel of a
-    DSA-110 subband, and the row's WEIGHT carries them.
+    DSA-110 subband. A group that kept n of its samples has n/factor of a full group's
+    weight (its noise variance is factor/n times larger): the MS's WEIGHT_SPECTRUM carries
+    ``count`` times the row's nsamples per sample.
     """
     nrow, nchan, npol = vis.shape
-    if factor < 1 or nchan % factor:
+    if factor < 1 or factor > 255 or nchan % factor:
         raise ValueError(f"{nchan} channels cannot be averaged in groups of {factor}")
     shape = (nrow, nchan // factor, npol)
     if out is None:
-        out = (np.empty(shape, np.complex64), np.empty(shape, np.bool_))
-    vis_out, flag_out = out
-    if vis_out.shape != shape or flag_out.shape != shape:
+        out = (np.empty(shape, np.complex64), np.empty(shape, np.bool_),
+               np.empty(shape, np.uint8))
+    vis_out, flag_out, count = out
+    if vis_out.shape != shape or flag_out.shape != shape or count.shape != shape:
         raise ValueError(f"outputs have shape {vis_out.shape}, expected {shape}")
     nvalid = np.zeros((nrow, npol), np.int64)
     _average_channels(vis, np.ascontiguousarray(flags, dtype=np.bool_), int(factor), vis_out,
-                      flag_out, nvalid)
-    return vis_out, flag_out, nvalid
+                      flag_out, nvalid, count)
+    return vis_out, flag_out, nvalid, count

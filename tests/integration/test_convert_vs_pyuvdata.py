@@ -33,9 +33,9 @@ def _cols(ms, names):
         return {n: t.getcol(n) for n in names}
 
 
-def _sorted(ms):
+def _sorted(ms, extra=()):
     """Rows sorted by (time, antenna names): the two writers number antennas differently."""
-    c = _cols(ms, ["TIME", "ANTENNA1", "ANTENNA2", "UVW", "DATA", "FLAG"])
+    c = _cols(ms, ["TIME", "ANTENNA1", "ANTENNA2", "UVW", "DATA", "FLAG", *extra])
     with tables.table(ms + "/ANTENNA", ack=False) as t:
         names = np.array(t.getcol("NAME"))
     c["NAME1"], c["NAME2"] = names[c["ANTENNA1"]], names[c["ANTENNA2"]]
@@ -145,7 +145,7 @@ def test_averaged_channels_agree_with_pyuvdata(averaged):
     """Channel frequencies and widths, visibilities and flags of a 4-to-1 average equal
     pyuvdata's frequency_average of the same phased data."""
     eng, ref, _ = averaged
-    a, b = _sorted(eng), _sorted(ref)
+    a, b = _sorted(eng, ["WEIGHT_SPECTRUM"]), _sorted(ref, ["WEIGHT_SPECTRUM"])
     freqs = {}
     for name, ms in (("eng", eng), ("ref", ref)):
         with tables.table(ms + "/SPECTRAL_WINDOW", ack=False) as t:
@@ -161,6 +161,11 @@ def test_averaged_channels_agree_with_pyuvdata(averaged):
     ok = ~fa
     assert np.allclose(np.abs(da[ok]), np.abs(db[ok]), rtol=1e-4, atol=1e-5)
     assert np.max(np.abs(np.angle(da[ok] * np.conj(db[ok])))) < 0.01
+    # per-channel weights: pyuvdata's summed nsamples of the unflagged samples in a group,
+    # so a channel that kept 1 of its 4 samples weighs a quarter of a full one
+    wa, wb = a["WEIGHT_SPECTRUM"][cross], b["WEIGHT_SPECTRUM"][cross]
+    assert np.allclose(wa[ok], wb[ok], rtol=1e-6)
+    assert np.any(wa[ok] < 0.5 * wa[ok].max())  # partial groups are there and lighter
 
 
 def test_averaged_weight_carries_the_samples(averaged):
@@ -168,7 +173,8 @@ def test_averaged_weight_carries_the_samples(averaged):
     the unaveraged MS's on unflagged rows, SIGMA = 1 / sqrt(WEIGHT); the flagged samples
     (3 of a group of 4) are out of the average, not flagging the group."""
     eng, _, full = averaged
-    a, f = _cols(eng, ["WEIGHT", "SIGMA", "FLAG", "DATA"]), _cols(full, ["WEIGHT", "FLAG", "DATA"])
+    a = _cols(eng, ["WEIGHT", "SIGMA", "FLAG", "DATA", "WEIGHT_SPECTRUM"])
+    f = _cols(full, ["WEIGHT", "FLAG", "DATA"])
     clean = ~f["FLAG"].any(axis=(1, 2))
     assert clean.sum() > 100
     assert np.allclose(a["WEIGHT"][clean], 4 * f["WEIGHT"][clean], rtol=1e-6)
@@ -183,4 +189,11 @@ def test_averaged_weight_carries_the_samples(averaged):
     partial = (cnt > 0) & (cnt < 4)
     assert partial.any()  # the flagged samples left out, the group kept
     assert np.array_equal(a["FLAG"], cnt == 0)
+    # WEIGHT_SPECTRUM: the group's unflagged samples times the row's per-channel weight;
+    # WEIGHT is its mean over the row's unflagged channels
+    per_chan = np.where(f["FLAG"], 0, f["WEIGHT"][:, None, :]).reshape(w.shape).sum(axis=2)
+    assert np.allclose(a["WEIGHT_SPECTRUM"], per_chan, rtol=1e-6)
+    ws = np.where(a["FLAG"], 0, a["WEIGHT_SPECTRUM"]).sum(axis=1)
+    nok = (~a["FLAG"]).sum(axis=1)
+    assert np.allclose(a["WEIGHT"][nok > 0], (ws / np.maximum(nok, 1))[nok > 0], rtol=1e-6)
     assert np.allclose(a["DATA"], expect, rtol=1e-5, atol=1e-6)

@@ -163,7 +163,7 @@ def test_average_channels_matches_numpy_masked_mean(factor):
         np.complex64)
     flags = rng.random((n, c, p)) < 0.3
     flags[2, :factor, 0] = True  # one whole group flagged
-    got_v, got_f, nvalid = average_channels(vis, flags, factor)
+    got_v, got_f, nvalid, count = average_channels(vis, flags, factor)
     ma = np.ma.masked_array(vis, flags).reshape(n, c // factor, factor, p)
     ref = ma.mean(axis=2)
     ref_f = np.ma.getmaskarray(ref)
@@ -171,6 +171,9 @@ def test_average_channels_matches_numpy_masked_mean(factor):
     np.testing.assert_allclose(got_v[~ref_f], ref.compressed(), rtol=1e-6)
     assert np.all(got_v[ref_f] == 0)
     np.testing.assert_array_equal(nvalid, (~ref_f).sum(axis=1))
+    # unflagged samples per group: the weight an averaged channel carries
+    np.testing.assert_array_equal(count, (~flags).reshape(n, c // factor, factor, p).sum(axis=2))
+    assert count.dtype == np.uint8
     with pytest.raises(ValueError, match="groups of 3"):
         average_channels(vis, flags, 3)
 
