@@ -440,7 +440,8 @@ def assemble_ms(store: str, out_ms: str, cfg: Config) -> dict:
         corr_aips=first["pols"], ant_names=first["antenna_names"], ant_itrf_m=ant_itrf,
         dish_m=tel.dish_diameter_m, field_ra_dec=fields_ra_dec, field_names=names,
         field_time_mjd_s=ftimes, telescope=cfg.site.casa_name, obs_id=plan.obs_id,
-        pointing_ra_dec=pointing, pointing_time_mjd_s=pointing_times)
+        pointing_ra_dec=pointing, pointing_time_mjd_s=pointing_times,
+        chan_average=plan.average)
     z_vis, z_flags = g["vis"], g["flags"]
     wsum_sb, nraw_sb = g["wsum"][...], g["nraw"][...]
     wsum, nvalid = wsum_sb.sum(axis=1), g["nvalid"][...].sum(axis=1)

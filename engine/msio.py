@@ -44,6 +44,7 @@ class MSLayout:
     obs_id: str
     pointing_ra_dec: np.ndarray  # (Ntimes, 2) J2000 radians: the dishes' pointing track
     pointing_time_mjd_s: np.ndarray  # (Ntimes,)
+    chan_average: int = 1  # recorded channels averaged into each MS channel
 
 
 def bucket_bytes(nrows: int, nchan: int, npol: int) -> int:
@@ -157,6 +158,8 @@ def write_ms(path: str, layout: MSLayout, read_block, *, rows_per_block: int,
                           startrow=r0, nrow=r1 - r0)
             ms.putcol("FLAG_ROW", flags.all(axis=(1, 2)), startrow=r0, nrow=r1 - r0)
         ms.putkeyword("DSA110_OBS_ID", layout.obs_id)
+        # the model's bandwidth smearing needs the recorded channel width (kernels.predict)
+        ms.putkeyword("DSA110_CHAN_AVERAGE", int(layout.chan_average))
     finally:
         ms.close()
     _write_subtables(tables, path, layout)

@@ -47,6 +47,8 @@ class MSLayout:
     fields: np.ndarray  # (Nfield, 2) J2000 phase centres (rad)
     pointing: np.ndarray  # (Ntimes, 2) J2000 pointing centre per integration (rad)
     npol: int
+    chan_width: np.ndarray | None = None  # (Nchan,) Hz, positive; None: no smearing model
+    average: int = 1  # recorded channels in each MS channel (MS keyword DSA110_CHAN_AVERAGE)
 
 
 def read_layout(ct, ms: str) -> MSLayout:
@@ -58,11 +60,15 @@ def read_layout(ct, ms: str) -> MSLayout:
         t = tb.getcol("TIME")
         field = tb.getcol("FIELD_ID")
         npol = int(tb.getcell("DATA", 0).shape[0]) if tb.nrows() else 0
+        kws = tb.keywordnames()
+        average = int(tb.getkeyword("DSA110_CHAN_AVERAGE")) if "DSA110_CHAN_AVERAGE" in kws \
+            else 1
     finally:
         tb.close()
     times, row_time = np.unique(t, return_inverse=True)
     tb.open(f"{ms}/SPECTRAL_WINDOW")
     freqs = tb.getcol("CHAN_FREQ")[:, 0].astype(np.float64)
+    widths = np.abs(tb.getcol("CHAN_WIDTH")[:, 0].astype(np.float64))
     tb.close()
     tb.open(f"{ms}/FIELD")
     fields = tb.getcol("PHASE_DIR")[:, 0, :].T.copy()
@@ -78,7 +84,7 @@ def read_layout(ct, ms: str) -> MSLayout:
         tb.close()
     nearest = np.abs(pt[None, :] - times[:, None]).argmin(axis=1)
     return MSLayout(uvw, row_time, field.astype(np.int64), times, freqs, fields,
-                    pd[nearest], npol)
+                    pd[nearest], npol, widths, average)
 
 
 def angular_distance(ra1, dec1, ra2, dec2):
@@ -134,7 +140,8 @@ def model_sources(cal: dict, layout: MSLayout, cfg: Config) -> list:
 
 
 def predict_into_model(ct, ms: str, srcs: list, cfg: Config, lay: MSLayout | None = None):
-    """Write the beam-attenuated model of ``srcs`` into MODEL_DATA (created if absent).
+    """Write the beam-attenuated model of ``srcs`` into MODEL_DATA (created if absent), with
+    the bandwidth smearing of the MS's channels (:func:`kernels.predict.predict_model`).
 
     Returns the apparent fluxes used, (Ntimes, Nsrc, Nchan) Jy, and the layout.
     """
@@ -142,6 +149,10 @@ def predict_into_model(ct, ms: str, srcs: list, cfg: Config, lay: MSLayout | Non
     flux = apparent_flux(srcs, lay.pointing, lay.freqs, cfg)  # (Nt, Nsrc, Nchan)
     lmn = lmn_offsets([s.ra_rad for s in srcs], [s.dec_rad for s in srcs],
                       lay.fields[:, 0], lay.fields[:, 1])
+    # the correlator phased each integration to the meridian, the pointing: the recorded
+    # channels were smeared relative to it (Nfield, Ntimes, 3)
+    corr = lmn_offsets(lay.pointing[:, 0], lay.pointing[:, 1], lay.fields[:, 0],
+                       lay.fields[:, 1])
     tb = ct.table()
     tb.open(ms, nomodify=False)
     try:
@@ -150,8 +161,11 @@ def predict_into_model(ct, ms: str, srcs: list, cfg: Config, lay: MSLayout | Non
         nrow = tb.nrows()
         for r0 in range(0, nrow, ROWS_PER_BLOCK):
             r1 = min(nrow, r0 + ROWS_PER_BLOCK)
-            v = predict_model(lay.uvw[r0:r1], lay.freqs, lay.row_time[r0:r1],
-                              lay.row_field[r0:r1], lmn, flux)  # (rows, chans)
+            rt, rf = lay.row_time[r0:r1], lay.row_field[r0:r1]
+            d_corr = np.einsum("rk,rk->r", lay.uvw[r0:r1], corr[rf, rt])
+            v = predict_model(lay.uvw[r0:r1], lay.freqs, rt, rf, lmn, flux,
+                              chan_width_hz=lay.chan_width, average=lay.average,
+                              corr_delay_m=d_corr)  # (rows, chans), smeared
             block = np.broadcast_to(v.T[None, :, :], (lay.npol,) + v.T.shape)
             tb.putcol("MODEL_DATA", np.ascontiguousarray(block), startrow=r0, nrow=r1 - r0)
     except RuntimeError as exc:

@@ -10,6 +10,17 @@ centre, ::
 integration and channel, so a source drifting through the beam is modelled as the dishes
 saw it. The kernel does no geometry beyond the dot product; the caller supplies ``lmn``.
 Checked against CASA's ``ft`` in the tests.
+
+Bandwidth smearing (``chan_width_hz``): a recorded channel of width ``dnu`` holds the mean
+of the visibility over its band, which for a flat spectrum is the centre value times
+``sinc(dnu t / c)`` (numpy's sinc, sin(pi x) / (pi x)), ``t`` the source's delay (m)
+relative to the centre the CORRELATOR phased to: ``t = d - d_corr``, with ``d = u l + v m +
+w (n - 1)`` the delay relative to the row's phase centre and ``d_corr`` that of the
+correlator's centre (0 when the MS keeps the correlator's phasing). An MS channel that is
+the mean of ``k`` recorded channels, each rephased at its centre, carries a further
+``D_k(dnu d / c) = sin(pi k x) / (k sin(pi x))``; with ``d_corr = 0`` the product is
+``sinc(k dnu d / c)``. A source 2 deg out on a 2.6 km baseline keeps 0.86 of its amplitude
+in a 977 kHz channel. Time smearing (12.9 s integrations) is not modelled.
 """
 
 from __future__ import annotations
@@ -24,7 +35,35 @@ from kernels.visibility import _phasors, _uniform_channels
 
 
 @njit(cache=True, nogil=True)
-def _predict_rows(uvw, row_time, row_field, lmn, flux, freq_hz, uniform, out):
+def _sinc(x):
+    """sin(pi x) / (pi x), 1 at 0."""
+    if abs(x) < 1e-8:
+        return 1.0
+    return math.sin(math.pi * x) / (math.pi * x)
+
+
+@njit(cache=True, nogil=True)
+def _dirichlet(x, k):
+    """sin(pi k x) / (k sin(pi x)): the mean of exp(2 pi i j x) over k consecutive j."""
+    if k == 1:
+        return 1.0
+    s = math.sin(math.pi * x)
+    if abs(s) < 1e-9:  # x an integer n: the limit is (-1)^(n (k - 1))
+        return 1.0 if (round(x) * (k - 1)) % 2 == 0 else -1.0
+    return math.sin(math.pi * k * x) / (k * s)
+
+
+@njit(cache=True, nogil=True)
+def _smearing(d, d_corr, rec_width, k):
+    """Amplitude factor of a source at delay ``d`` (m) from the row's centre, ``d_corr`` the
+    correlator centre's, for an MS channel of ``k`` recorded channels of ``rec_width`` Hz."""
+    return (_sinc(rec_width * (d - d_corr) / C_M_S)
+            * _dirichlet(rec_width * d / C_M_S, k))
+
+
+@njit(cache=True, nogil=True)
+def _predict_rows(uvw, row_time, row_field, lmn, flux, freq_hz, uniform, width, same_width,
+                  k, d_corr, out):
     nrow = uvw.shape[0]
     nsrc = lmn.shape[1]
     nchan = freq_hz.shape[0]
@@ -32,11 +71,20 @@ def _predict_rows(uvw, row_time, row_field, lmn, flux, freq_hz, uniform, out):
     for r in range(nrow):
         t = row_time[r]
         f = row_field[r]
+        dc = d_corr[r] if d_corr.shape[0] else 0.0
         for s in range(nsrc):
             d = uvw[r, 0] * lmn[f, s, 0] + uvw[r, 1] * lmn[f, s, 1] + uvw[r, 2] * lmn[f, s, 2]
             _phasors(2.0 * math.pi * d / C_M_S, freq_hz, uniform, rot)
-            for c in range(nchan):
-                out[r, c] += flux[t, s, c] * rot[c]
+            if width.shape[0] == 0:
+                for c in range(nchan):
+                    out[r, c] += flux[t, s, c] * rot[c]
+            elif same_width:  # one factor for the row and source
+                a = _smearing(d, dc, width[0] / k, k)
+                for c in range(nchan):
+                    out[r, c] += (flux[t, s, c] * a) * rot[c]
+            else:
+                for c in range(nchan):
+                    out[r, c] += (flux[t, s, c] * _smearing(d, dc, width[c] / k, k)) * rot[c]
     return out
 
 
@@ -69,7 +117,8 @@ def lmn_offsets(ra_src, dec_src, ra0, dec0):
     return np.stack([l_, m_, nm1], axis=-1)
 
 
-def predict_model(uvw, freq_hz, row_time, row_field, lmn, flux, *, dtype=np.complex64):
+def predict_model(uvw, freq_hz, row_time, row_field, lmn, flux, *, chan_width_hz=None,
+                  average: int = 1, corr_delay_m=None, dtype=np.complex64):
     """Point-source model visibilities for Measurement Set rows.
 
     Parameters
@@ -87,6 +136,16 @@ def predict_model(uvw, freq_hz, row_time, row_field, lmn, flux, *, dtype=np.comp
         (:func:`lmn_offsets`).
     flux : (Ntimes, Nsrc, Nchan) float
         Apparent flux density (Jy) of each source at each integration and channel.
+    chan_width_hz : (Nchan,) float or scalar, optional
+        MS channel widths (Hz; the sign is ignored). Given, each source's term carries the
+        bandwidth smearing of its channel (module docstring); None models the channel
+        centre only (as CASA's ``ft`` does).
+    average : int
+        Recorded channels averaged into each MS channel (``k``).
+    corr_delay_m : (Nrows,) float, optional
+        Delay (m) of the correlator's phase centre relative to each row's phase centre,
+        ``u l + v m + w (n - 1)`` of that direction; None: the rows keep the correlator's
+        phasing (0).
     dtype : complex dtype of the result
 
     Returns
@@ -113,8 +172,21 @@ def predict_model(uvw, freq_hz, row_time, row_field, lmn, flux, *, dtype=np.comp
     if nrow and (ti.min() < 0 or ti.max() >= flux.shape[0] or fi.min() < 0
                  or fi.max() >= lmn.shape[0]):
         raise ValueError("row_time or row_field out of range")
+    if chan_width_hz is None:
+        width = np.zeros(0)
+    else:
+        width = np.abs(np.broadcast_to(np.asarray(chan_width_hz, dtype=np.float64), f.shape))
+        width = np.ascontiguousarray(width)
+    same = bool(width.size and np.all(width == width[0]))
+    if int(average) < 1:
+        raise ValueError(f"average {average} must be >= 1")
+    dc = (np.zeros(0) if corr_delay_m is None
+          else np.ascontiguousarray(corr_delay_m, dtype=np.float64))
+    if dc.size and dc.shape != (nrow,):
+        raise ValueError(f"corr_delay_m {dc.shape} does not match {nrow} rows")
     out = np.zeros((nrow, f.shape[0]), dtype=np.complex128)
     # the recurrence is judged at the largest |w|-scale delay any source has
     dmax = np.abs(uvw).sum(axis=1).max(initial=0.0) * max(np.abs(lmn).max(initial=0.0), 1e-9)
-    _predict_rows(uvw, ti, fi, lmn, flux, f, _uniform_channels(f, np.array([dmax])), out)
+    _predict_rows(uvw, ti, fi, lmn, flux, f, _uniform_channels(f, np.array([dmax])), width,
+                  same, int(average), dc, out)
     return out.astype(dtype, copy=False)

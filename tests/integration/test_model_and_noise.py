@@ -118,9 +118,12 @@ print("RESULT" + json.dumps({"summary": summary, "freq": f.tolist(), "times_s": 
 def test_calibrator_model_is_what_the_dishes_saw(tmp_path, offset_deg):
     """The calibrator's model at every integration and channel is its catalogue spectrum times
     the Airy power beam at its distance from the pointing (apparent HA 0 at the pointing
-    declination), computed here with astropy and scipy alone."""
+    declination), computed here with astropy and scipy alone. The telescope's 244 kHz
+    channels: their bandwidth smearing (relative to the correlator's meridian centre, 1 deg
+    away) is below 0.3 % on the longest baseline and 0.05 % in the mean over baselines."""
     cfg, cal, start, ms = _ms(tmp_path, {
         "sim.nants": 10, "sim.nsources": 0, "sim.noise_jy": 0.0, "sim.calibrator": "3C286",
+        "sim.nchan_per_subband": 48, "convert.max_channel_width_hz": 0.0,
         "sim.transit_obs": 0, "sim.ntimes": 6, "sim.calibrator_offset_deg": offset_deg,
         "convert.phasing": "single"})
     flat = {**cfg.as_flat(), "convert.single_ra_deg": float(np.rad2deg(cal.ra_rad)),
