@@ -76,8 +76,8 @@ SCHEMA: tuple[Field, ...] = (
     F("sim.ntimes", int, 24, "integrations per simulated observation", minimum=1),
     F("sim.subchannels", int, 0,
       "frequencies averaged into each simulated channel: the bandwidth smearing the "
-      "correlator's channel average makes, by brute force (0: as many as the sky's largest "
-      "delay needs, at most 1/32 turn of phase across each; 1: the channel centre only, "
+      "correlator's channel average makes, by brute force (0: as many as make the mean "
+      "exact to 1e-3 of the brightest apparent source; 1: the channel centre only, "
       "unsmeared)", minimum=0),
     F("sim.nobs", int, 2, "observations in a simulated run", minimum=1),
     F("sim.start", str, "2025-10-02T01:00:00", "UTC start of the simulated run (ISO)"),

@@ -234,15 +234,18 @@ class Driver:
         """A driver that stops on an error takes its tasks with it: left running (the Ray
         cluster outlives this run when it is shared), a task would race the next run's task
         for the same work folder. Their rows are taken back by the next run's recovery."""
+        # what Ray raises once the cluster or the connection to it is gone (RaySystemError,
+        # ConnectionError) or the driver was never connected (RuntimeError)
+        gone = (ray.exceptions.RayError, ConnectionError, RuntimeError, ValueError)
         for ref, (key, step) in list(self.inflight.items()):
             try:
                 ray.cancel(ref, force=True)
-            except Exception as exc:  # already finished, or the cluster is gone
+            except gone as exc:  # already finished, or the cluster is gone
                 log.debug("cancel %s %s: %s", step, key, exc)
         try:  # cancelling is asynchronous: wait until the workers are really gone
             if self.inflight:
                 ray.wait(list(self.inflight), num_returns=len(self.inflight), timeout=60)
-        except Exception as exc:
+        except gone as exc:
             log.debug("waiting for cancelled tasks: %s", exc)
         self.inflight.clear()
 

@@ -155,13 +155,24 @@ def baseline_layout(stations: list[int]):
     return np.array(a1), np.array(a2)
 
 
-def subchannels_needed(delay_m: np.ndarray, width_hz: float, turns: float = 1 / 32) -> int:
-    """Frequencies per channel so that no baseline's phase turns by more than ``turns``
-    across one of them: ``delay_m`` (..., Nants) antenna delays (m) towards each source.
-    The mean of N equally spaced samples then differs from the channel's true mean by at
-    most (pi turns)^2 / 6 of it (0.16 % at 1/32 turn)."""
-    span = float(delay_m.max(initial=0.0) - delay_m.min(initial=0.0))  # >= any baseline's
-    return int(np.clip(np.ceil(abs(width_hz) * span / C_M_S / turns), 1, 256))
+def subchannels_needed(delay_m: np.ndarray, width_hz: float, apparent_jy: np.ndarray,
+                       tol: float = 1e-3) -> int:
+    """Frequencies per channel for a brute-force channel mean accurate to ``tol`` of the
+    brightest apparent source.
+
+    ``delay_m`` (Ntimes, Nsrc, Nants): antenna delays (m) towards each source;
+    ``apparent_jy`` (Nsrc,): flux density through the beam. The mean of N equally spaced
+    samples of a phase that turns by x across the channel is the true mean times
+    1 + (pi x / N)^2 / 6 (to leading order), so source s needs
+    N >= pi x_s sqrt(A_s / (6 tol A_max)), x_s its longest baseline's turns.
+    """
+    if delay_m.size == 0 or not np.any(apparent_jy > 0):
+        return 1
+    span = (delay_m.max(axis=-1) - delay_m.min(axis=-1)).max(axis=0)  # (Nsrc,) m
+    turns = abs(width_hz) * span / C_M_S
+    need = np.pi * turns * np.sqrt(np.clip(apparent_jy, 0, None) / (6 * tol
+                                                                    * apparent_jy.max()))
+    return int(np.clip(np.ceil(need.max()), 1, 256))
 
 
 def _channel_means(sky, sin_off, delay, time_index, i1, i2, freqs, width_hz: float,
@@ -170,7 +181,9 @@ def _channel_means(sky, sin_off, delay, time_index, i1, i2, freqs, width_hz: flo
     mean over ``nsub`` equally spaced frequencies across its width (bandwidth smearing by
     brute force, independent of the engine's analytic model; 1: the channel centre)."""
     off = (np.arange(nsub) + 0.5) / nsub - 0.5
-    fine = (freqs[:, None] + abs(width_hz) * off[None, :]).ravel()  # (Nchan * nsub,)
+    # in the channels' own order (descending: width < 0), so the frequencies stay equally
+    # spaced and the kernel's phasor recurrence applies
+    fine = (freqs[:, None] + width_hz * off[None, :]).ravel()  # (Nchan * nsub,)
     flux = sky.flux_at(fine)[None, :, :] * airy_beam(sin_off[:, :, None], fine[None, None, :],
                                                      dish_m)
     vis = predict_point_sources(delay, flux, time_index, i1, i2, fine)
@@ -226,7 +239,13 @@ def simulate_observation(cfg: Config, tel: Telescope, start_jd: float, out_dir: 
         g2i = np.array([gi[s] for s in a2_rows])
     subbands = range(cfg.band.nsubbands) if subbands is None else subbands
     width = tel.channel_width_for(sim.nchan_per_subband)
-    nsub = sim.subchannels or subchannels_needed(delay[:, :, np.unique(np.r_[i1, i2])], width)
+    if sim.subchannels:
+        nsub = sim.subchannels
+    else:
+        mid = ntimes // 2
+        fc = tel.subband_freqs_hz(cfg.band.nsubbands // 2, 1)  # near the band centre
+        apparent = sky.flux_at(fc)[:, 0] * airy_beam(sin_off[mid], fc[0], tel.dish_diameter_m)
+        nsub = subchannels_needed(delay[:, :, np.unique(np.r_[i1, i2])], width, apparent)
     iso = Time(start_jd, format="jd").isot[:19]
     paths = []
     vis = np.empty((a1_rows.size, sim.nchan_per_subband, 2), dtype=np.complex64)
