@@ -51,8 +51,15 @@ def thermal_estimate(ct, ms: str, column: str, *, cell_arcsec: float, imsize: in
                      weighting: str, robust: float, max_values: float = 2e7) -> dict:
     """Thermal rms (Jy/beam) of a Stokes-I mfs image of ``column`` from the data's own noise.
 
-    Returns ``{"thermal_jy", "vis_sigma_jy" (median per-baseline rms of one visibility's real
-    part), "nvis" (valid visibilities used), "chan_stride"}``.
+    Each visibility's noise is ``s_b / sqrt(w)``: ``w`` its data weight (WEIGHT_SPECTRUM
+    when the MS has it, else WEIGHT; the mean of XX and YY) and ``s_b`` its baseline's
+    robust rms of ``(XX - YY) / 2`` scaled by ``sqrt(w)``, so visibilities of one baseline
+    that carry different weights (an averaged channel that kept fewer samples, a row with
+    fewer nsamples) get the noise their weight says.
+
+    Returns ``{"thermal_jy", "vis_sigma_jy" (median over baselines of the noise rms of one
+    visibility's real part at the baseline's median weight), "nvis" (valid visibilities
+    used), "chan_stride"}``.
     """
     tb = ct.table()
     tb.open(ms)
@@ -67,7 +74,11 @@ def thermal_estimate(ct, ms: str, column: str, *, cell_arcsec: float, imsize: in
         flag = tb.getcolslice("FLAG", blc, trc, inc)
         uvw = tb.getcol("UVW")
         a1, a2 = tb.getcol("ANTENNA1"), tb.getcol("ANTENNA2")
-        weight = tb.getcol("WEIGHT").mean(axis=0)
+        if "WEIGHT_SPECTRUM" in tb.colnames():
+            ws = tb.getcolslice("WEIGHT_SPECTRUM", blc, trc, inc)  # (Npol, Nchan', Nrows)
+            weight = (0.5 * (ws[0] + ws[-1])).T.astype(np.float64)  # (Nrows, Nchan')
+        else:
+            weight = tb.getcol("WEIGHT").mean(axis=0).astype(np.float64)[:, None]
         flag_row = tb.getcol("FLAG_ROW")
     finally:
         tb.close()
@@ -79,15 +90,21 @@ def thermal_estimate(ct, ms: str, column: str, *, cell_arcsec: float, imsize: in
     diff = (0.5 * (data[0] - data[-1])).T  # (Nrows, Nchan')
     valid = ~(flag[0] | flag[-1]).T & ~flag_row[:, None] & (a1 != a2)[:, None]
     valid &= np.isfinite(diff.real) & np.isfinite(diff.imag)
-    sig = baseline_sigma(diff, valid, a1, a2)
-    valid &= np.isfinite(sig)[:, None]
-    sig = np.nan_to_num(sig)
+    weight = np.broadcast_to(weight, diff.shape)
+    valid &= weight > 0
+    root_w = np.sqrt(np.where(valid, weight, 0.0))
+    unit = baseline_sigma(diff * root_w, valid, a1, a2)  # rms at weight 1, per row
+    valid &= np.isfinite(unit)[:, None]
+    unit = np.nan_to_num(unit)
+    sig = np.where(valid, unit[:, None] / np.where(valid, root_w, 1.0), 0.0)
     thermal = image_noise(uvw[:2].T, freqs, valid, weight, sig,
                           cell_rad=np.deg2rad(cell_arcsec / 3600), imsize=imsize,
                           weighting=weighting, robust=robust)
     # a channel stride of k keeps 1/k of the visibilities: the full band's noise is lower
     thermal /= np.sqrt(nchan / len(freqs))
-    good = sig[valid.any(axis=1)]
+    rows = valid.any(axis=1)
+    w_row = np.array([np.median(weight[r][valid[r]]) for r in np.flatnonzero(rows)])
+    good = unit[rows] / np.sqrt(w_row) if rows.any() else np.zeros(0)
     return {"thermal_jy": float(thermal), "vis_sigma_jy": float(np.median(good)) if good.size
             else float("nan"), "nvis": int(valid.sum()) * (nchan // len(freqs)),
             "chan_stride": stride}

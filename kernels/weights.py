@@ -49,7 +49,7 @@ def _density(uv, freq_hz, valid, w, du, n, out):
             for sgn in (1.0, -1.0):
                 iu, iv = _cell(sgn * uv[r, 0], sgn * uv[r, 1], freq_hz[c], du, n)
                 if iu >= 0:
-                    out[iv, iu] += w[r]
+                    out[iv, iu] += w[r, c]
     return out
 
 
@@ -66,13 +66,13 @@ def _noise_sums(uv, freq_hz, valid, w, sig2, density, du, n, mode, f2):
                 continue
             d = density[iv, iu]
             if mode == 1:
-                wk = w[r] / d
+                wk = w[r, c] / d
             elif mode == 2:
-                wk = w[r] / (1.0 + d * f2)
+                wk = w[r, c] / (1.0 + d * f2)
             else:
-                wk = w[r]
+                wk = w[r, c]
             s1 += wk
-            s2 += wk * wk * sig2[r]
+            s2 += wk * wk * sig2[r, c]
     return s1, s2
 
 
@@ -90,10 +90,11 @@ def image_noise(uv_m, freq_hz, valid, weight, sigma_vis, *, cell_rad: float, ims
     freq_hz : (Nchan,) float
     valid : (Nrows, Nchan) bool
         Visibilities that enter the image (unflagged cross-correlations).
-    weight : (Nrows,) float
-        Data weight of each row (the MS's WEIGHT).
-    sigma_vis : (Nrows,) float
-        Noise rms of the real (= imaginary) part of each row's Stokes-I visibility.
+    weight : (Nrows,) or (Nrows, Nchan) float
+        Data weight of each row (the MS's WEIGHT) or visibility (WEIGHT_SPECTRUM).
+    sigma_vis : (Nrows,) or (Nrows, Nchan) float
+        Noise rms of the real (= imaginary) part of each row's or visibility's Stokes-I
+        value.
     cell_rad, imsize : image cell (rad) and side (pixels); the uv cell is
         ``1 / (imsize cell_rad)`` wavelengths.
     weighting : "natural", "uniform" or "briggs"; ``robust`` is Briggs' R.
@@ -101,12 +102,16 @@ def image_noise(uv_m, freq_hz, valid, weight, sigma_vis, *, cell_rad: float, ims
     uv = np.ascontiguousarray(uv_m, dtype=np.float64)
     f = np.ascontiguousarray(freq_hz, dtype=np.float64)
     ok = np.ascontiguousarray(valid, dtype=np.bool_)
-    w = np.ascontiguousarray(weight, dtype=np.float64)
-    s2 = np.ascontiguousarray(sigma_vis, dtype=np.float64) ** 2
-    if uv.ndim != 2 or uv.shape[1] < 2 or ok.shape != (uv.shape[0], f.shape[0]) \
-            or w.shape != (uv.shape[0],) or s2.shape != (uv.shape[0],):
+    w = np.asarray(weight, dtype=np.float64)
+    s2 = np.asarray(sigma_vis, dtype=np.float64) ** 2
+    shape = (uv.shape[0], f.shape[0])
+    if uv.ndim != 2 or uv.shape[1] < 2 or ok.shape != shape \
+            or w.shape not in ((uv.shape[0],), shape) or s2.shape not in ((uv.shape[0],), shape):
         raise ValueError(f"uv {uv.shape}, valid {ok.shape}, weight {w.shape}, "
                          f"sigma_vis {s2.shape} do not match {f.shape[0]} channels")
+    # per-row values as (Nrows, Nchan) views with a zero channel stride: no copies
+    w = np.broadcast_to(w[:, None] if w.ndim == 1 else w, shape)
+    s2 = np.broadcast_to(s2[:, None] if s2.ndim == 1 else s2, shape)
     if weighting not in MODES:
         raise ValueError(f"weighting {weighting!r} is not one of {tuple(MODES)}")
     n = int(imsize)

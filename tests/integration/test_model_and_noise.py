@@ -213,7 +213,7 @@ def test_partly_flagged_averaged_channels_weigh_what_they_kept(tmp_path):
     flat = {**cfg.as_flat(), "image.niter": 0, "image.weighting": "natural",
             "image.nterms": 1, "image.cell_arcsec": 4.0, "image.imsize": 512,
             "image.gridder": "standard"}
-    ratio = {}
+    ratio, thermal = {}, {}
     for case in ("recorded", "partly_flagged"):
         n_eff = 0
         for p in paths:
@@ -228,8 +228,12 @@ def test_partly_flagged_averaged_channels_weigh_what_they_kept(tmp_path):
         convert_local([str(p) for p in paths], str(ms), cfg)
         qa = _run(NOISE, ms, tmp_path / f"img_{case}", json.dumps(flat))["qa"]
         ratio[case] = qa["residual_rms_jy"] / (noise / np.sqrt(2 * n_eff))
+        # the engine's own estimate weighs each channel's noise by its WEIGHT_SPECTRUM too
+        thermal[case] = qa["thermal_jy"] / (noise / np.sqrt(2 * n_eff))
     # measured over seeds 1234, 2, 3: recorded 0.947, 0.944, 0.956 of sigma / sqrt(2 N) (the
     # imager's offset, the same with and without the flags), partly flagged 1.006, 0.992 and
     # within 3 % of the recorded; one weight per row (no WEIGHT_SPECTRUM) gave 1.238
     assert all(0.92 < r < 1.06 for r in ratio.values()), ratio
     assert 0.95 < ratio["partly_flagged"] / ratio["recorded"] < 1.10, ratio
+    # the estimate: 1.003 both (one noise per baseline whatever the weight gave 1.085 flagged)
+    assert all(abs(t - 1) < 0.03 for t in thermal.values()), thermal

@@ -137,6 +137,8 @@ def _noise_reference(uv, freqs, valid, w, sig, cell, n, weighting, robust):
     """Imaging-weight noise by histogramming the uv points with numpy."""
     du = 1.0 / (n * cell)
     r, c = np.nonzero(valid)
+    w = np.broadcast_to(w[:, None] if w.ndim == 1 else w, valid.shape)[r, c]
+    sig = np.broadcast_to(sig[:, None] if sig.ndim == 1 else sig, valid.shape)[r, c]
     u = uv[r, 0] * freqs[c] / C / du
     v = uv[r, 1] * freqs[c] / C / du
     iu = np.floor(u + 0.5).astype(int) + n // 2
@@ -146,27 +148,30 @@ def _noise_reference(uv, freqs, valid, w, sig, cell, n, weighting, robust):
     dens = np.zeros((n, n))
     for a, b in ((iu, iv), (ju, jv)):
         ok = (a >= 0) & (a < n) & (b >= 0) & (b < n)
-        np.add.at(dens, (b[ok], a[ok]), w[r][ok])
+        np.add.at(dens, (b[ok], a[ok]), w[ok])
     ok = (iu >= 0) & (iu < n) & (iv >= 0) & (iv < n)
     d = dens[iv[ok], iu[ok]]
-    wk = w[r][ok]
+    wk = w[ok]
     if weighting == "uniform":
         wk = wk / d
     elif weighting == "briggs":
         f2 = (5 * 10 ** -robust) ** 2 / ((dens ** 2).sum() / dens.sum())
         wk = wk / (1 + d * f2)
-    return np.sqrt((wk ** 2 * sig[r][ok] ** 2).sum()) / wk.sum()
+    return np.sqrt((wk ** 2 * sig[ok] ** 2).sum()) / wk.sum()
 
 
+@pytest.mark.parametrize("per_vis", [False, True])
 @pytest.mark.parametrize("weighting,robust", [("natural", 0), ("uniform", 0), ("briggs", 0.5),
                                               ("briggs", -1.0)])
-def test_image_noise_matches_numpy(weighting, robust):
+def test_image_noise_matches_numpy(weighting, robust, per_vis):
+    """Per-row weights and noise (WEIGHT) or per-visibility ones (WEIGHT_SPECTRUM)."""
     nrow, nchan = 300, 8
     uv = rng.standard_normal((nrow, 2)) * 800
     freqs = 1.3e9 + np.arange(nchan) * 2e7
     valid = rng.random((nrow, nchan)) > 0.1
-    w = rng.uniform(0.5, 2, nrow)
-    sig = rng.uniform(0.5, 1.5, nrow)
+    size = (nrow, nchan) if per_vis else nrow
+    w = rng.uniform(0.5, 2, size)
+    sig = rng.uniform(0.5, 1.5, size)
     args = (uv, freqs, valid, w, sig)
     kw = dict(cell_rad=np.deg2rad(10 / 3600), imsize=256)
     got = image_noise(*args, weighting=weighting, robust=robust, **kw)
