@@ -2,7 +2,9 @@
 /proc) and, when ``DSA110_TRACEMALLOC`` names a number N, Python's allocation tracing with
 the N largest growths since the driver started, logged on a schedule.
 
-Diagnostics only: nothing here changes what the driver does.
+Diagnostics, and one setting: :func:`limit_arenas` caps glibc's malloc arenas (one per
+thread by default, up to 8 x cores), a common source of a long-lived threaded process's
+native memory growth.
 """
 
 from __future__ import annotations
@@ -34,6 +36,22 @@ def trim() -> bool:
     there is no glibc."""
     try:
         return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter number
+
+
+def limit_arenas(n: int) -> bool:
+    """Cap glibc's malloc arenas at ``n`` (``mallopt(M_ARENA_MAX, n)``, as the environment
+    variable MALLOC_ARENA_MAX does at start-up); 0 leaves glibc's default. Applies to arenas
+    created afterwards, so it is called before the driver starts threads. False where there
+    is no glibc or it refused."""
+    if n <= 0:
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, int(n)))
     except (OSError, AttributeError):
         return False
 

@@ -33,7 +33,7 @@ from engine.convert import (input_warnings, plan_observation, prepare_store,
 from engine.errors import (BAD_INPUT, EngineError, IllegalTransition, RegistryError,
                            StaleProductError)
 from engine.flagging import summarise
-from engine.memtrace import MemoryLog, rss_bytes
+from engine.memtrace import MemoryLog, limit_arenas, rss_bytes
 from engine.mosaic_release import MosaicRelease
 from engine.paths import confine, verify
 from engine.publish import (image_data_id, register_image, register_mosaic,
@@ -57,6 +57,7 @@ class Driver:
 
     def __init__(self, cfg: Config, base: Path):
         self.cfg = cfg
+        limit_arenas(cfg.driver.malloc_arenas)  # before Ray's and zarr's threads (memtrace)
         self.areas = Areas.from_config(cfg, base)
         self.reg = Registry(self.areas.registry, timeout_s=cfg.driver.registry_timeout_s)
         self.owner = f"{socket.gethostname()}:{os.getpid()}"

@@ -17,3 +17,45 @@ def test_memory_log_reports_rss_before_and_after_trimming(caplog):
                      line.replace("driver memory: RSS ", "").replace(" MB after malloc_trim",
                                                                      "").split(" MB, "))
     assert 0 < after <= before + 1
+
+
+ARENAS = r"""
+import sys, threading
+from engine.memtrace import limit_arenas
+n = int(sys.argv[1])
+ok = limit_arenas(n)
+barrier = threading.Barrier(7)
+keep = []
+
+def work():
+    keep.append([bytearray(100_000) for _ in range(20)])  # malloc'd, below the mmap threshold
+    barrier.wait()
+    barrier.wait()
+
+threads = [threading.Thread(target=work) for _ in range(6)]
+for t in threads:
+    t.start()
+barrier.wait()  # all six threads hold their memory now
+with open("/proc/self/status") as f:
+    vm = next(int(line.split()[1]) for line in f if line.startswith("VmSize:"))
+barrier.wait()
+print(ok, vm)
+"""
+
+
+def test_limit_arenas_keeps_threads_in_few_heaps():
+    """glibc gives each new thread its own arena (64 MB of address space each) up to 8 per
+    core; with ``limit_arenas(1)`` six allocating threads share the main heap. Measured in
+    two fresh processes by their VmSize."""
+    import subprocess
+    import sys
+
+    out = {}
+    for n in (0, 1):
+        p = subprocess.run([sys.executable, "-c", ARENAS, str(n)], capture_output=True,
+                           text=True, timeout=120)
+        assert p.returncode == 0, p.stderr[-2000:]
+        ok, vm = p.stdout.split()
+        out[n] = (ok == "True", int(vm) * 1024)
+    assert out[1][0] and not out[0][0]  # glibc accepted the cap; 0 leaves the default
+    assert out[0][1] - out[1][1] > 128e6, out  # several 64 MB arenas fewer
