@@ -358,10 +358,14 @@ def compute_geometry(store: Path, plan: Plan, cfg: Config):
     os.replace(tmp, store / "geometry.npz")
 
 
+# the store's layout (arrays and their meaning); a store of another layout is made again
+STORE_LAYOUT = 2  # 2: nraw, and count for WEIGHT_SPECTRUM
+
+
 def _convert_key(cfg: Config) -> str:
-    """The configuration a store's contents depend on (beyond the data)."""
+    """The configuration a store's contents depend on (beyond the data), and its layout."""
     c = cfg.convert
-    return json.dumps([c.phasing, repr(c.single_ra_deg), repr(c.single_dec_deg),
+    return json.dumps([STORE_LAYOUT, c.phasing, repr(c.single_ra_deg), repr(c.single_dec_deg),
                        c.zarr_compress, cfg.site.latitude_deg, cfg.site.longitude_deg,
                        cfg.site.height_m])
 
