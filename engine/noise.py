@@ -57,9 +57,9 @@ def thermal_estimate(ct, ms: str, column: str, *, cell_arcsec: float, imsize: in
     that carry different weights (an averaged channel that kept fewer samples, a row with
     fewer nsamples) get the noise their weight says.
 
-    Returns ``{"thermal_jy", "vis_sigma_jy" (median over baselines of the noise rms of one
-    visibility's real part at the baseline's median weight), "nvis" (valid visibilities
-    used), "chan_stride"}``.
+    Returns ``{"thermal_jy", "vis_sigma_jy" (median over rows of the noise rms of one
+    visibility's real part at the row's mean weight), "nvis" (valid visibilities used),
+    "chan_stride"}``.
     """
     tb = ct.table()
     tb.open(ms)
@@ -102,9 +102,10 @@ def thermal_estimate(ct, ms: str, column: str, *, cell_arcsec: float, imsize: in
                           weighting=weighting, robust=robust)
     # a channel stride of k keeps 1/k of the visibilities: the full band's noise is lower
     thermal /= np.sqrt(nchan / len(freqs))
-    rows = valid.any(axis=1)
-    w_row = np.array([np.median(weight[r][valid[r]]) for r in np.flatnonzero(rows)])
-    good = unit[rows] / np.sqrt(w_row) if rows.any() else np.zeros(0)
+    nok = valid.sum(axis=1)
+    rows = nok > 0
+    w_row = np.where(valid, weight, 0.0).sum(axis=1)[rows] / nok[rows]  # mean valid weight
+    good = unit[rows] / np.sqrt(w_row)
     return {"thermal_jy": float(thermal), "vis_sigma_jy": float(np.median(good)) if good.size
             else float("nan"), "nvis": int(valid.sum()) * (nchan // len(freqs)),
             "chan_stride": stride}
