@@ -15,6 +15,14 @@ from engine import faults
 from engine.errors import CasaTaskError
 
 
+def cycle_factor(im) -> float:
+    """tclean's cyclefactor for ``cfg.image``: its own, or (0) 1.0 for Hogbom and 2.0 for
+    mtmfs (docs/IMAGING.md)."""
+    if im.cycle_factor > 0:
+        return im.cycle_factor
+    return 2.0 if im.nterms > 1 else 1.0
+
+
 def tclean(ct, casatasks, ms, work: Path, fits_path: Path, resid_path: Path, cfg, cell,
            imsize, geo, datacolumn):
     """CASA tclean cleaned to the noise -> image and residual FITS.
@@ -37,7 +45,7 @@ def tclean(ct, casatasks, ms, work: Path, fits_path: Path, resid_path: Path, cfg
                 datacolumn=datacolumn,
                 deconvolver="mtmfs" if im.nterms > 1 else "hogbom", nterms=im.nterms,
                 niter=im.niter, nsigma=im.nsigma, threshold=f"{im.threshold_jy}Jy",
-                nmajor=im.max_major_cycles, cyclefactor=im.cycle_factor, gain=0.1,
+                nmajor=im.max_major_cycles, cyclefactor=cycle_factor(im), gain=0.1,
                 maxpsffraction=im.max_psf_fraction,
                 minpsffraction=min(0.05, im.max_psf_fraction),
                 interactive=False)

@@ -65,19 +65,34 @@ def reference(tmp_path_factory):
     return cfg, _final(base)
 
 
-@pytest.mark.parametrize("when", [
-    "SELECT count(*) FROM observations WHERE state = 'converting'",
-    "SELECT count(*) FROM observations WHERE state = 'imaging'",
-    "SELECT count(*) FROM products WHERE state = 'published'",
-    "SELECT count(*) FROM mosaics WHERE state IN ('planned', 'mosaicking')",
-])
-def test_killed_driver_resumes_to_the_same_registry(reference, tmp_path, when):
+# the driver is killed at each of these transitions in turn, each written by the driver
+# started after the previous kill: (table, new state)
+KILL_POINTS = [("observations", "('converting')"), ("observations", "('imaging')"),
+               ("products", "('published')"), ("mosaics", "('planned', 'mosaicking')")]
+
+
+def _last_event(base) -> int:
+    db = sqlite3.connect(base / "registry.sqlite", timeout=5)
+    try:
+        return db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_a_driver_killed_at_every_stage_resumes_to_the_same_registry(reference, tmp_path):
+    """One run, its driver killed four times (converting, imaging, the first publication,
+    a mosaic planned or being made), each restart resuming where the last one died; the
+    final registry equals the uninterrupted run's."""
     cfg, expected = reference
     simulate.simulate_run(cfg, tmp_path / "incoming")
     p = _driver(tmp_path)
-    assert _kill_when(p, tmp_path, when), "the run ended before the kill point"
-    p2 = _driver(tmp_path)
-    assert p2.wait(900) == 0
+    for table, states in KILL_POINTS:
+        since = _last_event(tmp_path) if (tmp_path / "registry.sqlite").exists() else 0
+        sql = (f"SELECT count(*) FROM events WHERE id > {since} AND table_name = '{table}' "
+               f"AND new IN {states}")
+        assert _kill_when(p, tmp_path, sql), f"the run ended before {table} -> {states}"
+        p = _driver(tmp_path)
+    assert p.wait(900) == 0
     got = _final(tmp_path)
     assert got == expected
     assert expected["mosaics"] and all(s == "published" for _, s in expected["mosaics"])

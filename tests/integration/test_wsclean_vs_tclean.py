@@ -52,7 +52,7 @@ def test_tclean_and_wsclean_agree(tmp_path):
                                    ("wsclean_spectral", "wsclean", 2)):
         # one restoring beam for both, so peaks (Jy/beam) compare flux densities directly
         flat = {**cfg.as_flat(), "image.backend": backend, "image.cell_arcsec": 6.0,
-                "image.imsize": 1536, "image.restoring_beam_arcsec": 30.0, "image.niter": 3000,
+                "image.imsize": 1024, "image.restoring_beam_arcsec": 30.0, "image.niter": 3000,
                 "image.threshold_jy": 0.01,
                 "image.nterms": nterms, "image.weighting": "briggs", "image.robust": 0.0,
                 "image.gridder": "wproject"}
