@@ -34,6 +34,8 @@ Cases (in this order; ``mosaic`` reuses the ``e2e`` run's images, so give both):
                     (synthetic skies; the same grids at either scale)
 ``smearing``        the peak kept at the full-scale image's edge and corner after averaging
                     channels and integrations (no timing)
+``worker_reuse``    six tiny observations with Ray's idle-worker limit and the engine's,
+                    alternating: seconds per observation and worker processes started
 ``soak``            160 observations streamed into ``run --follow`` (tiny scale, every 4 s)
                     while the driver is killed and restarted (benchmarks/soak.py); only
                     with ``--only soak`` (about 40 minutes)
@@ -63,6 +65,7 @@ from benchmarks.soak import bench_soak
 from benchmarks.sourcefind import bench_sourcefind
 from benchmarks.throughput import bench_e2e, bench_mosaic
 from benchmarks.uvw_references import bench_uvw_references
+from benchmarks.worker_reuse import bench_worker_reuse
 from engine import config
 
 # noise at the telescope's level for the channel width (6.5 Jy in 244 kHz x 12.9 s): the
@@ -80,7 +83,8 @@ CASES = {"simulate": bench_simulate, "kernels": bench_kernels, "convert": bench_
          "registry": bench_registry, "e2e": bench_e2e, "mosaic": bench_mosaic,
          "mosaic_full": bench_mosaic_full,
          "reconcile": bench_reconcile, "flagging": bench_flagging,
-         "sourcefind": bench_sourcefind, "smearing": bench_smearing, "soak": bench_soak}
+         "sourcefind": bench_sourcefind, "smearing": bench_smearing,
+         "worker_reuse": bench_worker_reuse, "soak": bench_soak}
 DEFAULT = [c for c in CASES if c != "soak"]
 
 

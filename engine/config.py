@@ -401,6 +401,12 @@ SCHEMA: tuple[Field, ...] = (
     F("ray.retries_image", int, 1, "Ray retries of an imaging task (as above)", minimum=0),
     F("ray.retries_mosaic", int, 1, "Ray retries of a mosaic task (as above)", minimum=0),
     F("ray.include_dashboard", bool, False, "start the Ray dashboard with an embedded cluster"),
+    F("ray.idle_workers_per_cpu", int, 2,
+      "idle worker processes an embedded cluster keeps per CPU (Ray's num_workers_soft_limit; "
+      "0: Ray's own, one per free CPU). Conversion and CASA tasks run in separate worker "
+      "pools; with Ray's limit the idle pool of one kind is killed while the other kind "
+      "fills the CPUs, and each of its next tasks starts a cold process (imports, numba's "
+      "cache, PyBDSF: seconds each; benchmarks case worker_reuse)", minimum=0),
     # driver
     F("driver.max_attempts", int, 3,
       "attempts at a failed observation before it stays failed (a gap for the mosaics)",

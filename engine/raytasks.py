@@ -50,9 +50,12 @@ def init(cfg: Config) -> dict:
         # short per-run temp dir: Ray's socket paths have a length limit, and runs must not
         # share /tmp/ray
         tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+        ncpu = cfg.ray.num_cpus or os.cpu_count()
         kwargs.update(address="local", _temp_dir=tmp,
-                      include_dashboard=cfg.ray.include_dashboard,
-                      num_cpus=cfg.ray.num_cpus or os.cpu_count())
+                      include_dashboard=cfg.ray.include_dashboard, num_cpus=ncpu)
+        if cfg.ray.idle_workers_per_cpu > 0:
+            kwargs["_system_config"] = {
+                "num_workers_soft_limit": cfg.ray.idle_workers_per_cpu * ncpu}
     else:
         kwargs["address"] = cfg.ray.address
     ray.init(**kwargs)

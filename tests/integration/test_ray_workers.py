@@ -1,0 +1,43 @@
+"""An embedded cluster keeps its idle workers of one kind while the other kind fills the
+CPUs (``ray.idle_workers_per_cpu``): the next conversion runs in the process that ran the
+last one, instead of a cold one that imports everything again."""
+
+import os
+import time
+
+import pytest
+import ray
+
+from engine import config, raytasks
+
+
+@ray.remote(num_cpus=1)
+def _pid(busy_s: float = 0.0) -> int:
+    time.sleep(busy_s)
+    return os.getpid()
+
+
+def _same_process_after_the_other_kind(idle_workers_per_cpu: int) -> bool:
+    cfg = config.load(config.CONFIG_DIR / "ci.toml",
+                      {"ray.num_cpus": 2, "ray.idle_workers_per_cpu": idle_workers_per_cpu})
+    if ray.is_initialized():
+        ray.shutdown()
+    raytasks.init(cfg)
+    try:
+        convert = _pid.options(runtime_env=raytasks.convert_runtime_env())
+        casa = _pid.options(runtime_env=raytasks.casa_runtime_env())
+        before = ray.get(convert.remote())
+        # both CPUs busy with CASA-kind tasks for 3 s: Ray kills idle workers beyond its
+        # limit after 1 s
+        ray.get([casa.remote(3.0) for _ in range(2)])
+        after = ray.get(convert.remote())
+    finally:
+        ray.shutdown()
+    return before == after
+
+
+@pytest.mark.parametrize("n, kept", [(0, False), (2, True)])
+def test_idle_workers_of_one_kind_survive_the_other(n, kept):
+    """With Ray's own limit (0) the idle conversion worker is killed while the CASA-kind
+    tasks run; with the engine's default (2 per CPU) the same process runs the next one."""
+    assert _same_process_after_the_other_kind(n) is kept
