@@ -16,8 +16,11 @@ from astropy import units as u
 from astropy.coordinates import HADec, SkyCoord
 from astropy.time import Time
 
+from engine import iers_cache
 from engine.config import config_file
 from engine.errors import ConfigError
+
+iers_cache.install()  # the Earth-orientation table from the per-machine cache
 
 SIDEREAL_DAY_S = 86164.0905
 

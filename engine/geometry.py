@@ -12,6 +12,11 @@ from astropy import units as u
 from astropy.coordinates import HADec, ITRS, SkyCoord
 from astropy.time import Time
 
+from engine import iers_cache
+
+# the Earth-orientation table from the per-machine cache, before any transform needs it
+iers_cache.install()
+
 # A small offset to find the local direction of celestial north (rad, 1 arcsec: the
 # position angle error it introduces is below 1e-10 rad).
 _NORTH_STEP = 4.8e-6
