@@ -26,11 +26,11 @@ def _key() -> str:
     import astropy
     from astropy.utils import iers
 
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         data_version = version("astropy-iers-data")
-    except Exception:  # noqa: BLE001 - any metadata failure just means "unknown"
+    except PackageNotFoundError:  # the tables' files still key the cache
         data_version = "unknown"
     parts = [astropy.__version__, data_version]
     for f in (iers.IERS_A_FILE, iers.IERS_B_FILE):
