@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import calibrators, config, simulate, windows
-from engine.memtrace import rss_bytes
+from engine.memtrace import rss_parts
 from engine.telescope import Telescope
 
 CI = config.CONFIG_DIR / "ci.toml"
@@ -95,6 +95,16 @@ def _session_pids(sid: int) -> list[int]:
             except OSError:
                 pass
     return out
+
+
+def workers_rss(sid: int) -> int:
+    """Summed private resident memory (RssAnon) of the session's processes other than the
+    driver (Ray's raylet, GCS and workers), bytes."""
+    total = 0
+    for pid in _session_pids(sid):
+        if pid != sid:
+            total += (rss_parts(pid) or {}).get("RssAnon", 0)
+    return total
 
 
 def _busy_workers(sid: int) -> list[int]:
@@ -239,8 +249,10 @@ class Soak:
         stage = self.cfg.resolve_path("stage", self.work)
         while not stop.wait(1.0):
             pid = self.proc.pid if self.proc and self.proc.poll() is None else None
+            parts = (rss_parts(pid) if pid else None) or {}
             self.samples.append((time.monotonic() - self.t0, files_bytes(stage),
-                                 rss_bytes(pid) if pid else None, pid))
+                                 parts.get("VmRSS"), pid, parts.get("RssAnon"),
+                                 parts.get("RssShmem"), workers_rss(pid) if pid else None))
 
     def sets(self) -> list[str]:
         return [f"--set={k}={v}" for k, v in _overrides(
@@ -348,15 +360,7 @@ class Soak:
             [sys.executable, "-m", "engine", "--config", str(CI), "--workdir", str(self.work),
              "reconcile", "--json"], capture_output=True, text=True, timeout=600)
         stage = [x[1] for x in self.samples]
-        # RSS of the longest-lived driver process: early (after its first quarter) and late
-        by_pid: dict = {}
-        for t, _, r, pid in self.samples:
-            if r and pid:
-                by_pid.setdefault(pid, []).append((t, r))
-        longest = max(by_pid.values(), key=len, default=[])
-        q = len(longest) // 4
-        rss_early = float(np.median([r for _, r in longest[q:2 * q]])) / 1e6 if q else None
-        rss_late = float(np.median([r for _, r in longest[-q:]])) / 1e6 if q else None
+        memory = driver_memory(self.samples)
         return {
             "observations": self.nobs, "delivered": self.nobs - 1,
             "states": {s: sum(1 for r in rows if r["state"] == s)
@@ -375,13 +379,15 @@ class Soak:
                                    if rec.stdout.strip().startswith("{") else rec.stderr[-500:]),
             "stage_budget_bytes": int(self.budget_gb * 1e9),
             "stage_max_bytes": max(stage) if stage else None,
-            "rss_longest_driver_s": (longest[-1][0] - longest[0][0]) if longest else None,
-            "rss_early_mb": rss_early, "rss_late_mb": rss_late,
+            **memory,
             "rss_max_mb": max((x[2] for x in self.samples if x[2]), default=0) / 1e6,
+            "workers_private_max_mb": max((x[6] for x in self.samples if x[6]),
+                                          default=0) / 1e6,
             "lag_publication_s": st["lag"]["publication_s"],
             "calibrations": reg_count(self.cfg.resolve_path("registry", self.work)),
             "events": self.events,
-            # (s since start, stage bytes, driver RSS bytes, driver pid) every ~10 s
+            # every ~10 s: (s since start, stage bytes, driver RSS bytes, driver pid, its
+            # private bytes, its shared bytes, the private bytes of its Ray's processes)
             "samples": [list(x) for x in self.samples[::10]],
             "wall_s": time.monotonic() - self.t0,
         }
@@ -392,6 +398,32 @@ class Soak:
 
         hdr = read_header(self.paths[i][0])
         return obs_id_for(hdr.start_jd, hdr.dec_rad)
+
+
+def driver_memory(samples) -> dict:
+    """The longest-lived driver's memory over its life, from the sampler's rows: for its
+    RSS, private (RssAnon) and shared (RssShmem, Ray's object-store pages) bytes, the
+    median of the second quarter of its samples ("early", after start-up) and of the last
+    quarter ("late"), MB, and the private bytes' least-squares slope over the second half,
+    MB per hour."""
+    by_pid: dict = {}
+    for row in samples:
+        t, pid = row[0], row[3]
+        if row[2] and pid:
+            by_pid.setdefault(pid, []).append((t, row[2], row[4], row[5]))
+    longest = max(by_pid.values(), key=len, default=[])
+    q = len(longest) // 4
+    out = {"rss_longest_driver_s": (longest[-1][0] - longest[0][0]) if longest else None}
+    for i, name in ((1, "rss"), (2, "private"), (3, "shared")):
+        vals = [r[i] for r in longest]
+        ok = q and all(v is not None for v in vals)
+        out[f"{name}_early_mb"] = float(np.median(vals[q:2 * q])) / 1e6 if ok else None
+        out[f"{name}_late_mb"] = float(np.median(vals[-q:])) / 1e6 if ok else None
+    half = longest[len(longest) // 2:]
+    if len(half) >= 10 and all(r[2] is not None for r in half):
+        t = np.array([r[0] for r in half]) / 3600
+        out["private_slope_mb_per_h"] = float(np.polyfit(t, [r[2] / 1e6 for r in half], 1)[0])
+    return out
 
 
 def reg_count(path: Path) -> dict:

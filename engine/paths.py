@@ -33,15 +33,23 @@ def confine(path, root) -> Path:
 LEAF_BYTES = 64 << 20
 
 
+HASH_BLOCK = 1 << 20
+
+
 def _hash_range(path: Path, offset: int = 0, n: int | None = None):
-    """sha256 object of ``n`` bytes of ``path`` from ``offset`` (to the end when None)."""
+    """sha256 object of ``n`` bytes of ``path`` from ``offset`` (to the end when None).
+
+    Read into one reused 1 MB buffer, not a new bytes object per block: the driver hashes
+    every MS it uses, and a stream of fresh multi-MB blocks fragments a long-lived
+    process's heap (issue 17)."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    buf = memoryview(bytearray(HASH_BLOCK))
+    with open(path, "rb", buffering=0) as fh:
         fh.seek(offset)
         left = float("inf") if n is None else n
-        while left > 0 and (chunk := fh.read(int(min(1 << 22, left)))):
-            h.update(chunk)
-            left -= len(chunk)
+        while left > 0 and (k := fh.readinto(buf[:int(min(HASH_BLOCK, left))])):
+            h.update(buf[:k])
+            left -= k
     return h
 
 

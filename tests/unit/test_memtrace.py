@@ -14,9 +14,41 @@ def test_memory_log_reports_rss_before_and_after_trimming(caplog):
         MemoryLog(every_s=300).tick(now=0.0)
     line = next(r.getMessage() for r in caplog.records if "driver memory" in r.getMessage())
     before, after = (float(x) for x in
-                     line.replace("driver memory: RSS ", "").replace(" MB after malloc_trim",
-                                                                     "").split(" MB, "))
+                     line.split(" MB after malloc_trim")[0].replace(
+                         "driver memory: RSS ", "").split(" MB, "))
     assert 0 < after <= before + 1
+    private = float(line.split("(private ")[1].split(",")[0])
+    assert 0 < private <= after  # the private part of the RSS
+
+
+def test_memory_log_trims_between_its_reports(monkeypatch, caplog):
+    """The driver's loop ticks every few seconds: glibc's free pages go back every
+    ``trim_s``, the RSS is logged every ``every_s``."""
+    import logging
+
+    from engine import memtrace
+
+    calls = []
+    monkeypatch.setattr(memtrace, "trim", lambda: calls.append(1) or True)
+    m = memtrace.MemoryLog(every_s=300, trim_s=30)
+    with caplog.at_level(logging.INFO, logger="engine.memtrace"):
+        for now in range(0, 600, 2):  # a driver loop of 2 s for 10 minutes
+            m.tick(now=float(now))
+    reports = [r for r in caplog.records if "driver memory" in r.getMessage()]
+    assert len(reports) == 2  # at 0 and 300 s
+    assert 19 <= len(calls) <= 21  # every 30 s, the reports' own trims included
+
+
+def test_rss_parts_add_up():
+    """/proc's resident memory by kind: private, file-backed and shared parts sum to the
+    total (the kernel's own accounting, read independently here)."""
+    from engine.memtrace import private_bytes, rss_parts
+
+    p = rss_parts()
+    assert p["VmRSS"] == p["RssAnon"] + p["RssFile"] + p["RssShmem"]
+    keep = bytearray(50_000_000)
+    keep[::4096] = b"x" * len(keep[::4096])  # touch every page
+    assert private_bytes() >= p["RssAnon"] + 45e6
 
 
 ARENAS = r"""
