@@ -419,7 +419,8 @@ SCHEMA: tuple[Field, ...] = (
       "a following driver takes up a failed observation again this long after it failed "
       "(a batch run retries at its start)", minimum=0.0),
     F("driver.max_rss_mb", float, 2048.0,
-      "a following driver whose resident memory exceeds this (MB) stops taking work, drains "
+      "a following driver whose private resident memory (RssAnon, not the shared pages of "
+      "Ray's object store it touched) exceeds this (MB) stops taking work, drains "
       "its tasks and exits with code 75 for its supervisor to start it again (a safety net "
       "for a standing process; recovery makes the restart lossless); 0: never", minimum=0.0),
     F("driver.malloc_arenas", int, 2,

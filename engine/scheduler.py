@@ -33,7 +33,7 @@ from engine.convert import (input_warnings, plan_observation, prepare_store,
 from engine.errors import (BAD_INPUT, EngineError, IllegalTransition, RegistryError,
                            StaleProductError)
 from engine.flagging import summarise
-from engine.memtrace import MemoryLog, limit_arenas, rss_bytes
+from engine.memtrace import MemoryLog, limit_arenas, private_bytes, rss_bytes
 from engine.mosaic_release import MosaicRelease
 from engine.paths import confine, verify
 from engine.publish import (image_data_id, register_image, register_mosaic,
@@ -133,10 +133,11 @@ class Driver:
         run returns with ``summary.recycle`` set and ``run`` exits with
         ``RECYCLE_EXIT`` for its supervisor to start a fresh one (docs/RELIABILITY.md)."""
         limit = self.cfg.driver.max_rss_mb
-        rss = rss_bytes() if limit > 0 else None
+        # its own memory (RssAnon), not the shared object-store pages it touched
+        rss = (private_bytes() or rss_bytes()) if limit > 0 else None
         if rss is not None and rss > limit * 1e6:
-            self.summary.recycle = (f"driver RSS {rss / 1e6:.0f} MB over driver.max_rss_mb "
-                                    f"{limit:g} MB")
+            self.summary.recycle = (f"driver RSS {rss / 1e6:.0f} MB (private) over "
+                                    f"driver.max_rss_mb {limit:g} MB")
             log.warning("%s: taking no more work, draining %d tasks, then exiting for the "
                         "supervisor to restart the driver", self.summary.recycle,
                         len(self.inflight))
