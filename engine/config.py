@@ -407,6 +407,12 @@ SCHEMA: tuple[Field, ...] = (
       "pools; with Ray's limit the idle pool of one kind is killed while the other kind "
       "fills the CPUs, and each of its next tasks starts a cold process (imports, numba's "
       "cache, PyBDSF: seconds each; benchmarks case worker_reuse)", minimum=0),
+    F("ray.worker_max_tasks", int, 20,
+      "a worker process exits after this many image, calibration, assembly or mosaic tasks "
+      "(subband conversions: 16 times this; Ray's max_calls) and Ray starts a fresh one: "
+      "what a library keeps per task stays bounded in workers that idle_workers_per_cpu "
+      "keeps alive (CASA's image workers grew about 25 MB per tiny image in the soak, "
+      "issue 17); 0: never", minimum=0),
     # driver
     F("driver.max_attempts", int, 3,
       "attempts at a failed observation before it stays failed (a gap for the mosaics)",

@@ -91,7 +91,6 @@ def retries(cfg: Config, step: Step) -> int:
     return getattr(cfg.ray, f"retries_{step}")
 
 
-@ray.remote(num_cpus=1, retry_exceptions=[TransientError])
 @transient_io
 def _convert_subband(path, store, plan_json):
     from engine.convert import convert_subband
@@ -99,7 +98,6 @@ def _convert_subband(path, store, plan_json):
     return convert_subband(path, store, plan_json)
 
 
-@ray.remote(num_cpus=1, retry_exceptions=[TransientError])
 @transient_io
 def _assemble(store, out_ms, cfg, *subband_manifests):
     from engine.convert import assemble_ms
@@ -109,7 +107,6 @@ def _assemble(store, out_ms, cfg, *subband_manifests):
     return manifest
 
 
-@ray.remote(num_cpus=1, retry_exceptions=[TransientError])
 @transient_io
 def _image(ms, out_dir, cfg, obs_id, caltables, extra_sources):
     from engine.image import image_observation
@@ -118,7 +115,6 @@ def _image(ms, out_dir, cfg, obs_id, caltables, extra_sources):
                              extra_sources=extra_sources)
 
 
-@ray.remote(num_cpus=1, retry_exceptions=[TransientError])
 @transient_io
 def _calibrate(ms, out_dir, cfg, obs_id, cal):
     from engine.calibrate import solve
@@ -126,7 +122,6 @@ def _calibrate(ms, out_dir, cfg, obs_id, cal):
     return solve(ms, out_dir, cfg, obs_id=obs_id, cal=cal)
 
 
-@ray.remote(num_cpus=1, retry_exceptions=[TransientError])
 @transient_io
 def _mosaic(members, out_dir, cfg, mosaic_id):
     from engine.mosaic import make_mosaic
@@ -134,19 +129,39 @@ def _mosaic(members, out_dir, cfg, mosaic_id):
     return make_mosaic(members, out_dir, cfg, mosaic_id=mosaic_id)
 
 
+# subband conversions per observation-level task (ray.worker_max_tasks)
+SUBBAND_CALLS = 16
+
+
+@functools.lru_cache(maxsize=None)
+def _remote(fn, max_calls: int):
+    """``fn`` as a Ray task of one CPU that a worker runs at most ``max_calls`` times
+    before it exits (0: no limit). Ray takes max_calls only in ``ray.remote``, not in
+    ``.options``, hence one remote function per function and limit."""
+    return ray.remote(num_cpus=1, retry_exceptions=[TransientError],
+                      max_calls=max_calls)(fn)
+
+
+def task(fn, cfg: Config, step: Step, name: str, *, kind: str, memory_gb: float,
+         calls_per_task: int = 1):
+    """One engine task, ready for ``.remote``: ``fn`` with its dashboard name, its worker
+    kind's runtime environment (``convert`` or ``casa``), its memory, its retries
+    (``ray.retries_<step>``), and how many such tasks one worker runs before it exits
+    (``ray.worker_max_tasks`` x ``calls_per_task``)."""
+    env = {"convert": convert_runtime_env, "casa": casa_runtime_env}[kind]()
+    return _remote(fn, cfg.ray.worker_max_tasks * calls_per_task).options(
+        name=name, runtime_env=env, memory=_gb(memory_gb), max_retries=retries(cfg, step))
+
+
 def submit_mosaic(mosaic_id: str, members: list, out_dir: str, cfg: Config):
-    return _mosaic.options(name=f"mosaic[{mosaic_id}]", runtime_env=convert_runtime_env(),
-                           memory=_gb(cfg.ray.assembly_memory_gb),
-                           max_retries=retries(cfg, Step.MOSAIC),
-                           ).remote(members, out_dir, cfg, mosaic_id)
+    return task(_mosaic, cfg, Step.MOSAIC, f"mosaic[{mosaic_id}]", kind="convert",
+                memory_gb=cfg.ray.assembly_memory_gb).remote(members, out_dir, cfg, mosaic_id)
 
 
 def submit_calibration(obs_id: str, ms: str, out_dir: str, cfg: Config, cal: dict):
-    return _calibrate.options(name=f"calibrate[{obs_id} {cal['name']}]",
-                              runtime_env=casa_runtime_env(),
-                              memory=_gb(cfg.ray.assembly_memory_gb),
-                              max_retries=retries(cfg, Step.CALIBRATE),
-                              ).remote(ms, out_dir, cfg, obs_id, cal)
+    return task(_calibrate, cfg, Step.CALIBRATE, f"calibrate[{obs_id} {cal['name']}]",
+                kind="casa", memory_gb=cfg.ray.assembly_memory_gb,
+                ).remote(ms, out_dir, cfg, obs_id, cal)
 
 
 def submit_conversion(obs_id: str, plan, todo, store: str, out_ms: str, cfg: Config):
@@ -155,21 +170,17 @@ def submit_conversion(obs_id: str, plan, todo, store: str, out_ms: str, cfg: Con
     for s in plan.slots:
         if s.subband not in todo:
             continue
-        refs.append(_convert_subband.options(
-            name=f"convert[{obs_id} sb{s.subband:02d}]", runtime_env=convert_runtime_env(),
-            memory=_gb(cfg.ray.task_memory_gb), max_retries=retries(cfg, Step.CONVERT),
-        ).remote(s.path, store, plan.to_json()))
-    return _assemble.options(
-        name=f"assemble[{obs_id}]", runtime_env=convert_runtime_env(),
-        memory=_gb(cfg.ray.assembly_memory_gb), max_retries=retries(cfg, Step.CONVERT),
-    ).remote(store, out_ms, cfg, *refs)
+        refs.append(task(_convert_subband, cfg, Step.CONVERT,
+                         f"convert[{obs_id} sb{s.subband:02d}]", kind="convert",
+                         memory_gb=cfg.ray.task_memory_gb, calls_per_task=SUBBAND_CALLS,
+                         ).remote(s.path, store, plan.to_json()))
+    return task(_assemble, cfg, Step.CONVERT, f"assemble[{obs_id}]", kind="convert",
+                memory_gb=cfg.ray.assembly_memory_gb).remote(store, out_ms, cfg, *refs)
 
 
 def submit_image(obs_id: str, ms: str, out_dir: str, cfg: Config, caltables=(),
                  extra_sources=()):
     """extra_sources: dicts with name, ra_deg, dec_deg measured beside the catalogue."""
-    return _image.options(name=f"image[{obs_id}]", runtime_env=casa_runtime_env(),
-                          memory=_gb(cfg.ray.assembly_memory_gb),
-                          max_retries=retries(cfg, Step.IMAGE),
-                          ).remote(ms, out_dir, cfg, obs_id, list(caltables),
-                                   list(extra_sources))
+    return task(_image, cfg, Step.IMAGE, f"image[{obs_id}]", kind="casa",
+                memory_gb=cfg.ray.assembly_memory_gb,
+                ).remote(ms, out_dir, cfg, obs_id, list(caltables), list(extra_sources))

@@ -17,6 +17,10 @@ def _pid(busy_s: float = 0.0) -> int:
     return os.getpid()
 
 
+def _pid_of_worker() -> int:
+    return os.getpid()
+
+
 def _same_process_after_the_other_kind(idle_workers_per_cpu: int) -> bool:
     cfg = config.load(config.CONFIG_DIR / "ci.toml",
                       {"ray.num_cpus": 2, "ray.idle_workers_per_cpu": idle_workers_per_cpu})
@@ -41,3 +45,28 @@ def test_idle_workers_of_one_kind_survive_the_other(n, kept):
     """With Ray's own limit (0) the idle conversion worker is killed while the CASA-kind
     tasks run; with the engine's default (2 per CPU) the same process runs the next one."""
     assert _same_process_after_the_other_kind(n) is kept
+
+
+def test_a_worker_exits_after_its_task_limit():
+    """``ray.worker_max_tasks`` = 2, made a task as the engine makes its image tasks
+    (raytasks.task): two such tasks run in one worker process, the third in a
+    fresh one, so what a library keeps per task cannot grow without bound in a worker
+    that idle_workers_per_cpu keeps alive. With 0 the same process runs all three."""
+    from engine.states import Step
+
+    pids = {}
+    for limit in (2, 0):
+        cfg = config.load(config.CONFIG_DIR / "ci.toml",
+                          {"ray.num_cpus": 1, "ray.worker_max_tasks": limit})
+        if ray.is_initialized():
+            ray.shutdown()
+        raytasks.init(cfg)
+        try:
+            t = raytasks.task(_pid_of_worker, cfg, Step.IMAGE, "image[test]", kind="casa",
+                              memory_gb=0.1)
+            pids[limit] = [ray.get(t.remote()) for _ in range(3)]
+        finally:
+            ray.shutdown()
+    a, b, c = pids[2]
+    assert a == b != c, pids
+    assert len(set(pids[0])) == 1, pids
