@@ -411,7 +411,7 @@ SCHEMA: tuple[Field, ...] = (
       "a worker process exits after this many image, calibration, assembly or mosaic tasks "
       "(subband conversions: 16 times this; Ray's max_calls) and Ray starts a fresh one: "
       "what a library keeps per task stays bounded in workers that idle_workers_per_cpu "
-      "keeps alive (CASA's image workers grew about 25 MB per tiny image in the soak, "
+      "keeps alive (CASA's image workers grew about 15 MB per tiny image in the soak, "
       "issue 17); 0: never", minimum=0),
     # driver
     F("driver.max_attempts", int, 3,
