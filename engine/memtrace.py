@@ -107,10 +107,10 @@ class MemoryLog:
 
     def tick(self, now: float | None = None):
         now = time.monotonic() if now is None else now
-        if now >= self.next_trim and now < self.next:
-            self.next_trim = now + self.trim_s
-            trim()
-        if now < self.next:
+        if now < self.next:  # no report due: a trim, if one is
+            if now >= self.next_trim:
+                self.next_trim = now + self.trim_s
+                trim()
             return
         self.next = now + self.every_s
         self.next_trim = now + self.trim_s

@@ -2,6 +2,7 @@
 CPUs (``ray.idle_workers_per_cpu``): the next conversion runs in the process that ran the
 last one, instead of a cold one that imports everything again."""
 
+import contextlib
 import os
 import time
 
@@ -21,13 +22,23 @@ def _pid_of_worker() -> int:
     return os.getpid()
 
 
-def _same_process_after_the_other_kind(idle_workers_per_cpu: int) -> bool:
+@contextlib.contextmanager
+def _cluster(**settings):
+    """A fresh embedded Ray started by the engine with these ``ray.*`` settings over
+    ci.toml; yields the configuration and shuts the cluster down afterwards."""
     cfg = config.load(config.CONFIG_DIR / "ci.toml",
-                      {"ray.num_cpus": 2, "ray.idle_workers_per_cpu": idle_workers_per_cpu})
+                      {f"ray.{k}": v for k, v in settings.items()})
     if ray.is_initialized():
         ray.shutdown()
     raytasks.init(cfg)
     try:
+        yield cfg
+    finally:
+        ray.shutdown()
+
+
+def _same_process_after_the_other_kind(idle_workers_per_cpu: int) -> bool:
+    with _cluster(num_cpus=2, idle_workers_per_cpu=idle_workers_per_cpu):
         convert = _pid.options(runtime_env=raytasks.convert_runtime_env())
         casa = _pid.options(runtime_env=raytasks.casa_runtime_env())
         before = ray.get(convert.remote())
@@ -35,8 +46,6 @@ def _same_process_after_the_other_kind(idle_workers_per_cpu: int) -> bool:
         # limit after 1 s
         ray.get([casa.remote(3.0) for _ in range(2)])
         after = ray.get(convert.remote())
-    finally:
-        ray.shutdown()
     return before == after
 
 
@@ -56,17 +65,10 @@ def test_a_worker_exits_after_its_task_limit():
 
     pids = {}
     for limit in (2, 0):
-        cfg = config.load(config.CONFIG_DIR / "ci.toml",
-                          {"ray.num_cpus": 1, "ray.worker_max_tasks": limit})
-        if ray.is_initialized():
-            ray.shutdown()
-        raytasks.init(cfg)
-        try:
+        with _cluster(num_cpus=1, worker_max_tasks=limit) as cfg:
             t = raytasks.task(_pid_of_worker, cfg, Step.IMAGE, "image[test]", kind="casa",
                               memory_gb=0.1)
             pids[limit] = [ray.get(t.remote()) for _ in range(3)]
-        finally:
-            ray.shutdown()
     a, b, c = pids[2]
     assert a == b != c, pids
     assert len(set(pids[0])) == 1, pids
