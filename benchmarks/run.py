@@ -96,7 +96,10 @@ def main(argv=None):
     ap.add_argument("--address", default="local",
                     help="Ray cluster to run the Ray cases on (default: a local one)")
     args = ap.parse_args(argv)
-    cfg = config.load(None, {**SCALES[args.scale], "sim.nobs": 1, "ray.address": args.address})
+    # full scale is the telescope's own configuration (configs/dsa110.toml: its imager,
+    # phasing and cluster settings), at the scale's simulated sizes
+    base = config.CONFIG_DIR / "dsa110.toml" if args.scale == "full" else None
+    cfg = config.load(base, {**SCALES[args.scale], "sim.nobs": 1, "ray.address": args.address})
     work = Path(args.workdir or tempfile.mkdtemp(prefix="dsa110-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     results = {"when": time.strftime("%Y-%m-%dT%H:%M:%S"), "scale": args.scale,

@@ -147,19 +147,15 @@ def run_e2e(flat: dict, work: Path, cpus, *, feed: bool) -> dict:
 
 
 def e2e_settings(cfg) -> dict:
-    """The run's configuration at the benchmark's scale (imaging as the engine defaults,
-    except the image size at small scale and WSClean at full scale when installed). The
+    """The run's configuration at the benchmark's scale (at full scale the telescope's,
+    configs/dsa110.toml; at small scale smaller images and a capped clean). The
     noise is the scale's (the telescope's at full scale): a cleaner sky would be cleaned
     deeper than the telescope's ever is."""
     full = cfg.sim.nants == 96
     flat = {**cfg.as_flat(), "sim.nobs": 12, "sim.calibrator": "3C286",
             "sim.gain_amp_rms": 0.05, "sim.gain_phase_rms_deg": 10.0,
             "discover.settle_s": 0.0, "publish.keep_ms": not full}
-    if full:
-        flat.update({"ray.task_memory_gb": 0.6, "ray.assembly_memory_gb": 4.0})
-        if shutil.which("wsclean"):  # one phase centre per observation, as WSClean needs
-            flat.update({"image.backend": "wsclean", "convert.phasing": "single"})
-    else:
+    if not full:  # full scale runs the telescope's configuration (configs/dsa110.toml)
         flat.update({"image.max_imsize": 512, "image.niter": 300, "image.nterms": 1,
                      "ray.task_memory_gb": 0.2, "ray.assembly_memory_gb": 0.5})
     return flat

@@ -297,8 +297,9 @@ SCHEMA: tuple[Field, ...] = (
     F("image.cell_arcsec", float, 0.0, "cell size (arcsec); 0: derived from the data"),
     F("image.imsize", int, 0, "image side (pixels); 0: derived from the data", minimum=0),
     F("image.backend", str, "tclean",
-      "imager: tclean; wsclean (needs convert.phasing = single; 6.7 x faster at full scale "
-      "but not yet the default: docs/IMAGING.md); auto (WSClean when its binary is "
+      "imager: tclean; wsclean (needs convert.phasing = single; at full scale 4-7 x "
+      "faster than tclean at the same residual, the telescope's configuration "
+      "configs/dsa110.toml uses it: docs/IMAGING.md); auto (WSClean when its binary is "
       "installed and the MS has one phase centre, tclean otherwise)",
       choices=("auto", "tclean", "wsclean")),
     F("image.restoring_beam_arcsec", float, 0.0,
@@ -361,6 +362,12 @@ SCHEMA: tuple[Field, ...] = (
       "through the primary beam at every integration and channel before cleaning and "
       "restored after (a source drifting through the beam changes brightness, which clean "
       "cannot model); 0: never", minimum=0.0),
+    F("image.subtract_outside_min_jy", float, 0.02,
+      "reference-catalogue sources outside the image at least this bright (apparent, Jy) are "
+      "subtracted the same way before cleaning and not restored: clean cannot reach them, "
+      "and the snapshot PSF's far sidelobes (1 % rms, 7 % peaks 0.2-1.2 deg out) left a "
+      "0.93 Jy source beyond a full-scale image's edge at 2.4 x thermal inside it "
+      "(docs/IMAGING.md); 0: never", minimum=0.0),
     F("image.max_thermal_ratio", float, 3.0,
       "QA: an image whose inner residual rms exceeds this many times the data's thermal "
       "estimate is not published", minimum=1.0),

@@ -144,15 +144,18 @@ def _image_into(work: Path, ms: str, cfg: Config, obs_id: str, caltables, ct, ca
 
     from engine.noise import thermal_estimate
 
+    geo = _ms_geometry(ct, ms)
+    cell, imsize = image_size(cfg, geo)
     subtracted = []
     if caltables:
         from engine.calibrate import apply
         from engine.subtract import subtract_bright
 
         apply(ct, casatasks, ms, caltables)
-        subtracted = subtract_bright(ct, casatasks, ms, cfg)
-    geo = _ms_geometry(ct, ms)
-    cell, imsize = image_size(cfg, geo)
+        # the imagers' grid: centred on the middle field, imsize x cell on a side
+        footprint = (tuple(geo["fields"][len(geo["fields"]) // 2]),
+                     np.deg2rad(imsize * cell / 3600) / 2)
+        subtracted = subtract_bright(ct, casatasks, ms, cfg, image=footprint)
     fits_path = work / f"{obs_id}.image.fits"
     resid_path = work / f"{obs_id}.residual.fits"
     backend = choose_imager(cfg.image.backend, len(geo["fields"]),
@@ -166,10 +169,10 @@ def _image_into(work: Path, ms: str, cfg: Config, obs_id: str, caltables, ct, ca
         clean = imagers.tclean(ct, casatasks, ms, work, fits_path, resid_path, cfg, cell,
                                imsize, geo, datacolumn)
     t_img = time.perf_counter() - t_img
-    if subtracted:
+    if any(x["restore"] for x in subtracted):
         from engine.subtract import restore_sources
 
-        restore_sources(fits_path, subtracted)
+        restore_sources(fits_path, [x for x in subtracted if x["restore"]])
     with fits.open(fits_path, mode="update") as hdul:
         h = hdul[0].header
         data = np.squeeze(hdul[0].data)
@@ -218,7 +221,8 @@ def _image_into(work: Path, ms: str, cfg: Config, obs_id: str, caltables, ct, ca
           "residual_rms_jy": resid_rms, "thermal_jy": thermal,
           "thermal_ratio": resid_rms / thermal if thermal > 0 else None,
           "vis_sigma_jy": noise["vis_sigma_jy"], "clean": clean,
-          "subtracted": [{k: x[k] for k in ("name", "apparent_jy")} for x in subtracted],
+          "subtracted": [{k: x[k] for k in ("name", "apparent_jy", "restore")}
+                         for x in subtracted],
           "bmaj_arcsec": beam[0], "bmin_arcsec": beam[1], "bpa_deg": beam[2],
           "cell_arcsec": cell, "imsize": imsize, "imager_s": t_img,
           "image_s": time.perf_counter() - t0}

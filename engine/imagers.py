@@ -189,4 +189,16 @@ def wsclean(ms, work: Path, fits_path: Path, resid_path: Path, cfg, cell, imsize
     os.replace(stem + "-residual.fits", resid_path)
     for f in [*work.glob("wsc-*"), *work.glob(Path(ms).name + "-*")]:  # its temporaries
         shutil.rmtree(f) if f.is_dir() else f.unlink()
-    return {}
+    return wsclean_summary(fits_path)
+
+
+def wsclean_summary(fits_path) -> dict:
+    """Iterations and major cycles of a WSClean run, from the keywords WSClean writes into
+    its image (WSCMINOR, WSCMAJOR), in the form of :func:`_merge_summaries` (stop code -1:
+    WSClean reports none). Hitting ``image.max_major_cycles`` or ``image.niter`` shows as
+    major_cycles or iterations equal to the cap."""
+    from astropy.io import fits
+
+    h = fits.getheader(fits_path)
+    return {"iterations": int(h.get("WSCMINOR", 0)), "major_cycles": int(h.get("WSCMAJOR", 0)),
+            "stop_code": -1}

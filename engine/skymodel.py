@@ -108,9 +108,11 @@ def apparent_flux(sources, pointing, freqs, cfg: Config) -> np.ndarray:
     return spec[None, :, :] * beam
 
 
-def catalogue_in_field(layout: MSLayout, cfg: Config, min_flux_jy: float) -> list:
+def catalogue_in_field(layout: MSLayout, cfg: Config, min_flux_jy: float,
+                       with_flux: bool = False) -> list:
     """Reference-catalogue sources whose apparent flux density at the band centre and the
-    middle integration reaches ``min_flux_jy`` (Jy), brightest first."""
+    middle integration reaches ``min_flux_jy`` (Jy), brightest first; with ``with_flux``,
+    (source, apparent Jy) pairs."""
     name = cfg.sky.reference_catalog
     cat = list(calibrators.load_catalog(name).values()) if name else []
     if not cat:
@@ -118,8 +120,8 @@ def catalogue_in_field(layout: MSLayout, cfg: Config, min_flux_jy: float) -> lis
     mid = layout.pointing[len(layout.pointing) // 2][None, :]
     fc = np.array([float(np.median(layout.freqs))])
     app = apparent_flux(cat, mid, fc, cfg)[0, :, 0]
-    order = np.argsort(-app)
-    return [cat[i] for i in order if app[i] >= min_flux_jy]
+    order = [i for i in np.argsort(-app) if app[i] >= min_flux_jy]
+    return [(cat[i], float(app[i])) if with_flux else cat[i] for i in order]
 
 
 def model_sources(cal: dict, layout: MSLayout, cfg: Config) -> list:

@@ -10,6 +10,13 @@ through the primary beam at every integration and channel (the calibrator model'
 subtracted from CORRECTED_DATA (CASA ``uvsub``), and restored into the image afterwards as
 Gaussians of the restoring beam at their time-averaged apparent flux. Whatever the catalogue
 got wrong (a few per cent) stays in the data and is cleaned as usual.
+
+Sources outside the image (its 1.7 deg at full scale against a 10 % beam level 5.4 deg
+across) cannot be cleaned at all, and the snapshot PSF's far sidelobes (1 % rms, arms to
+7 %) carry them across it: one of 0.93 Jy apparent beyond the edge of a full-scale image
+left its residual at 2.4 x thermal, 1.06 x once subtracted (docs/IMAGING.md). Catalogue
+sources outside the image down to ``image.subtract_outside_min_jy`` are subtracted the same
+way and not restored.
 """
 
 from __future__ import annotations
@@ -27,20 +34,51 @@ from engine.skymodel import catalogue_in_field, predict_into_model, read_layout
 log = logging.getLogger(__name__)
 
 
-def subtract_bright(ct, casatasks, ms: str, cfg: Config) -> list[dict]:
-    """Subtract the bright catalogue sources from CORRECTED_DATA; return what was taken out.
+def outside_image(ra_rad, dec_rad, centre, half_width_rad: float) -> np.ndarray:
+    """True where a direction (rad, J2000) falls outside a square SIN image: its direction
+    cosines (l east, m north) from ``centre`` (ra, dec rad) beyond ``half_width_rad`` in
+    either axis, or behind the tangent plane (n <= 0)."""
+    ra0, dec0 = centre
+    ra, dec = np.asarray(ra_rad, float), np.asarray(dec_rad, float)
+    dra = ra - ra0
+    l_ = np.cos(dec) * np.sin(dra)
+    m_ = np.sin(dec) * np.cos(dec0) - np.cos(dec) * np.sin(dec0) * np.cos(dra)
+    n_ = np.sin(dec) * np.sin(dec0) + np.cos(dec) * np.cos(dec0) * np.cos(dra)
+    return (np.abs(l_) > half_width_rad) | (np.abs(m_) > half_width_rad) | (n_ <= 0)
 
-    Each entry: name, ra_rad, dec_rad (J2000) and ``apparent_jy``, the flux density to
-    restore: the time average of catalogue flux x primary beam at the image's reference
-    frequency (mid-band) for Taylor-term imaging, over the band otherwise.
+
+def subtract_bright(ct, casatasks, ms: str, cfg: Config, image=None) -> list[dict]:
+    """Subtract catalogue sources clean cannot model from CORRECTED_DATA; return them.
+
+    Two kinds: sources at least ``image.subtract_min_flux_jy`` bright (apparent), anywhere,
+    restored into the image afterwards; and, given the image's footprint ``image`` =
+    ((ra, dec) centre rad, half width rad), sources outside it at least
+    ``image.subtract_outside_min_jy`` bright, whose sidelobes would otherwise stay in the
+    residual (they are not restored: the image does not hold them).
+
+    Each entry: name, ra_rad, dec_rad (J2000), ``apparent_jy`` (the time average of catalogue
+    flux x primary beam at the image's reference frequency (mid-band) for Taylor-term
+    imaging, over the band otherwise) and ``restore`` (bool).
     """
-    limit = cfg.image.subtract_min_flux_jy
-    if limit <= 0 or not cfg.sky.reference_catalog:
+    bright = cfg.image.subtract_min_flux_jy
+    outside_limit = cfg.image.subtract_outside_min_jy if image is not None else 0.0
+    limits = [x for x in (bright, outside_limit) if x > 0]
+    if not limits or not cfg.sky.reference_catalog:
         return []
     lay = read_layout(ct, ms)
-    srcs = catalogue_in_field(lay, cfg, limit)
-    if not srcs:
+    cands = catalogue_in_field(lay, cfg, min(limits), with_flux=True)
+    if not cands:
         return []
+    if image is not None:
+        out = outside_image([c.ra_rad for c, _ in cands], [c.dec_rad for c, _ in cands],
+                            *image)
+    else:
+        out = np.zeros(len(cands), bool)
+    keep = [(c, bool(o)) for (c, f), o in zip(cands, out)
+            if (bright > 0 and f >= bright) or (o and outside_limit > 0 and f >= outside_limit)]
+    if not keep:
+        return []
+    srcs = [c for c, _ in keep]
     flux, lay = predict_into_model(ct, ms, srcs, cfg, lay)
     try:
         casatasks.uvsub(vis=ms)
@@ -53,11 +91,12 @@ def subtract_bright(ct, casatasks, ms: str, cfg: Config) -> list[dict]:
                               for t in range(flux.shape[0])])) for k in range(len(srcs))]
     else:
         app = [float(flux[:, k, :].mean()) for k in range(len(srcs))]
-    out = [{"name": s.name, "ra_rad": s.ra_rad, "dec_rad": s.dec_rad, "apparent_jy": a}
-           for s, a in zip(srcs, app)]
+    res = [{"name": s.name, "ra_rad": s.ra_rad, "dec_rad": s.dec_rad, "apparent_jy": a,
+            "restore": not o} for (s, o), a in zip(keep, app)]
     log.info("%s: subtracted %s before cleaning", ms,
-             ", ".join(f"{o['name']} ({o['apparent_jy']:.2f} Jy apparent)" for o in out))
-    return out
+             ", ".join(f"{o['name']} ({o['apparent_jy']:.2f} Jy apparent"
+                       f"{'' if o['restore'] else ', outside the image'})" for o in res))
+    return res
 
 
 def restore_sources(fits_path, sources: list[dict]) -> None:

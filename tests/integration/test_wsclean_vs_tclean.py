@@ -61,6 +61,9 @@ def test_tclean_and_wsclean_agree(tmp_path):
         assert p.returncode == 0, p.stderr[-2000:]
         m = json.loads([ln for ln in p.stdout.splitlines() if ln.startswith("RESULT")][-1][6:])
         assert m["qa"]["backend"] == backend
+        # each imager's own count of its clean (WSClean's from its FITS keywords)
+        clean = m["qa"]["clean"]
+        assert 0 < clean["iterations"] <= 3000 and clean["major_cycles"] >= 1, (label, clean)
         with fits.open(m["files"]["image"]["path"]) as h:
             images[label] = (np.squeeze(h[0].data), WCS(h[0].header).celestial)
     # WSClean's reordered copies of the data went into its work folder and are gone
