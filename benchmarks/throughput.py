@@ -4,12 +4,13 @@ The end-to-end case runs the real driver on a local Ray cluster of 1 and of 2 wo
 over 12 observations holding one 3C286 transit: discovery, conversion, calibration,
 imaging, publication and the 10-observation mosaic, exactly as ``dsa110-engine run``.
 
-At small scale all 12 observations are written before the run starts. At full scale they
-do not fit on this disk at once (12 x 2.3 GB of input plus the Measurement Sets), so a
-feeder thread writes them one after another (each appears atomically, by rename), never
-more than two ahead of conversion, and removes the input files of converted observations,
-as the telescope's archiver would; the simulator then shares the cores with the engine,
-which the figures include.
+At small scale all 12 observations are written into incoming before the run starts. At full
+scale (12 x 2.3 GB) they are simulated before the clock starts into a holding folder, and a
+feeder thread moves them into incoming one after another (each file appears atomically, by
+rename), never more than two ahead of conversion, and removes the input files of converted
+observations, as the telescope's archiver would. The simulator's time is reported apart
+(``simulate_s``): at the telescope the correlator writes the files, not the engine's CPUs
+(before 2026-12-02 the feeder simulated while the engine ran, and its figures included it).
 """
 
 from __future__ import annotations
@@ -40,21 +41,35 @@ def _states(db: Path) -> dict:
         c.close()
 
 
-def _feeder(cfg, base: Path, driver, nobs: int, errors: list):
-    """Write observations into incoming as the correlator would; stop the driver when done."""
+def _simulate_held(cfg, base: Path) -> list[list[Path]]:
+    """Simulate the run's observations into ``base/held/<i>/`` (outside incoming), before
+    the clock starts: at the telescope the correlator writes the files, not the engine's
+    CPUs. Returns each observation's subband paths."""
     from engine import simulate
     from engine.telescope import Telescope
 
+    tel = Telescope(cfg)
+    run_cfg, cal, _ = simulate.calibrator_run(cfg, tel)
+    sky = simulate.make_sky(run_cfg, tel, calibrators=[cal])
+    gains = simulate.make_gains(run_cfg, simulate.simulated_stations(run_cfg, tel))
+    held = []
+    for i, t0 in enumerate(simulate.obs_start_times_jd(run_cfg)):
+        d = base / "held" / f"{i:02d}"
+        d.mkdir(parents=True)
+        held.append(simulate.simulate_observation(run_cfg, tel, t0, d, sky=sky, gains=gains,
+                                                  obs_index=i))
+    return held
+
+
+def _feeder(base: Path, driver, held: list, errors: list):
+    """Move held observations into incoming (each file by rename, as the correlator's
+    writer would make it appear), never more than two waiting for conversion; remove the
+    inputs of converted observations; stop the driver when every observation is done."""
     try:
-        tel = Telescope(cfg)
-        run_cfg, cal, _ = simulate.calibrator_run(cfg, tel)
-        sky = simulate.make_sky(run_cfg, tel, calibrators=[cal])
-        gains = simulate.make_gains(run_cfg, simulate.simulated_stations(run_cfg, tel))
-        scratch, inc = base / "scratch", base / "incoming"
-        scratch.mkdir(parents=True, exist_ok=True)
+        inc = base / "incoming"
         db = base / "registry.sqlite"
         fed: list[list[Path]] = []
-        for i, t0 in enumerate(simulate.obs_start_times_jd(run_cfg)):
+        for paths in held:
             while True:  # at most two observations waiting for conversion
                 st = _states(db)
                 waiting = sum(1 for s in st.values()
@@ -62,8 +77,6 @@ def _feeder(cfg, base: Path, driver, nobs: int, errors: list):
                 if len(fed) - len(st) + waiting < 2:
                     break
                 time.sleep(1.0)
-            paths = simulate.simulate_observation(run_cfg, tel, t0, scratch, sky=sky,
-                                                  gains=gains, obs_index=i)
             moved = []
             for p in paths:
                 os.replace(p, inc / p.name)
@@ -73,7 +86,7 @@ def _feeder(cfg, base: Path, driver, nobs: int, errors: list):
         while True:
             st = _states(db)
             _archive_converted(db, fed)
-            if len(st) >= nobs and all(s in DONE for s in st.values()) and \
+            if len(st) >= len(held) and all(s in DONE for s in st.values()) and \
                     not driver.inflight:
                 break
             time.sleep(1.0)
@@ -118,9 +131,11 @@ def run_e2e(flat: dict, work: Path, cpus, *, feed: bool) -> dict:
     t_sim = 0.0
     errors: list = []
     if feed:
+        t0 = time.perf_counter()
+        held = _simulate_held(cfg, base)
+        t_sim = time.perf_counter() - t0
         driver = scheduler.Driver(cfg, base)
-        th = threading.Thread(target=_feeder, args=(cfg, base, driver, cfg.sim.nobs, errors),
-                              daemon=True)
+        th = threading.Thread(target=_feeder, args=(base, driver, held, errors), daemon=True)
         t0 = time.perf_counter()
         th.start()
         summary = driver.run(once=False, poll_s=1.0)
