@@ -42,22 +42,14 @@ def _states(db: Path) -> dict:
 
 
 def _simulate_held(cfg, base: Path) -> list[list[Path]]:
-    """Simulate the run's observations into ``base/held/<i>/`` (outside incoming), before
-    the clock starts: at the telescope the correlator writes the files, not the engine's
-    CPUs. Returns each observation's subband paths."""
+    """Simulate the run's observations into ``base/held/`` (outside incoming), before the
+    clock starts: at the telescope the correlator writes the files, not the engine's CPUs.
+    Also writes ``base/sky.csv``, the simulated sky as a survey catalogue lists it (the
+    reference catalogue the telescope's engine is given). Returns each observation's paths.
+    """
     from engine import simulate
-    from engine.telescope import Telescope
 
-    tel = Telescope(cfg)
-    run_cfg, cal, _ = simulate.calibrator_run(cfg, tel)
-    sky = simulate.make_sky(run_cfg, tel, calibrators=[cal])
-    gains = simulate.make_gains(run_cfg, simulate.simulated_stations(run_cfg, tel))
-    held = []
-    for i, t0 in enumerate(simulate.obs_start_times_jd(run_cfg)):
-        d = base / "held" / f"{i:02d}"
-        d.mkdir(parents=True)
-        held.append(simulate.simulate_observation(run_cfg, tel, t0, d, sky=sky, gains=gains,
-                                                  obs_index=i))
+    held, _, _ = simulate.simulate_run(cfg, base / "held", truth_path=base / "truth.json")
     return held
 
 
@@ -130,6 +122,8 @@ def run_e2e(flat: dict, work: Path, cpus, *, feed: bool) -> dict:
         ray.shutdown()
     t_sim = 0.0
     errors: list = []
+    # the engine is given the reference catalogue a survey would (flux errors included)
+    cfg = config.load(None, {**cfg.as_flat(), "sky.reference_catalog": str(base / "sky.csv")})
     if feed:
         t0 = time.perf_counter()
         held = _simulate_held(cfg, base)
@@ -143,7 +137,7 @@ def run_e2e(flat: dict, work: Path, cpus, *, feed: bool) -> dict:
         th.join()
     else:
         t0 = time.perf_counter()
-        simulate.simulate_run(cfg, base / "incoming")
+        simulate.simulate_run(cfg, base / "incoming", truth_path=base / "truth.json")
         t_sim = time.perf_counter() - t0
         t0 = time.perf_counter()
         summary = scheduler.run(cfg, base)
@@ -158,7 +152,30 @@ def run_e2e(flat: dict, work: Path, cpus, *, feed: bool) -> dict:
             "simulate_s": t_sim, "wall_s": wall, "fed_while_running": feed,
             "obs_per_hour": n / wall * 3600 if n else 0.0,
             "real_time_factor": wall / (n * CADENCE_S) if n else None,
-            "backend": cfg.image.backend, "imsize_max": cfg.image.max_imsize}
+            "backend": cfg.image.backend, "imsize_max": cfg.image.max_imsize,
+            **_image_qa(base / "registry.sqlite")}
+
+
+def _image_qa(db: Path) -> dict:
+    """Medians over the run's images: residual / thermal, imager and imaging-step seconds,
+    source-finding seconds; and how many images QA rejected."""
+    import statistics
+
+    c = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        qas = [json.loads(q or "{}") for (q,) in c.execute("SELECT qa FROM images")]
+    finally:
+        c.close()
+
+    def med(values):
+        values = [v for v in values if isinstance(v, (int, float))]
+        return statistics.median(values) if values else None
+
+    return {"images": len(qas),
+            "median_thermal_ratio": med([q.get("thermal_ratio") for q in qas]),
+            "median_imager_s": med([q.get("imager_s") for q in qas]),
+            "median_image_step_s": med([q.get("image_s") for q in qas]),
+            "median_sourcefind_s": med([(q.get("sources") or {}).get("seconds") for q in qas])}
 
 
 def e2e_settings(cfg) -> dict:
