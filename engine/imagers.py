@@ -185,20 +185,28 @@ def wsclean(ms, work: Path, fits_path: Path, resid_path: Path, cfg, cell, imsize
     stem = base + ("-MFS" if spectral else "")
     if p.returncode != 0 or not Path(stem + "-image.fits").exists():
         raise CasaTaskError(f"wsclean on {ms} failed: {(p.stderr or p.stdout)[-500:]}")
+    # the counts are in the images WSClean cleaned: the full band's, or each sub-band's
+    # when it fitted spectra (its MFS image does not carry them)
+    summary = wsclean_summary([stem + "-image.fits", base + "-0000-image.fits"])
     os.replace(stem + "-image.fits", fits_path)
     os.replace(stem + "-residual.fits", resid_path)
     for f in [*work.glob("wsc-*"), *work.glob(Path(ms).name + "-*")]:  # its temporaries
         shutil.rmtree(f) if f.is_dir() else f.unlink()
-    return wsclean_summary(fits_path)
+    return summary
 
 
-def wsclean_summary(fits_path) -> dict:
+def wsclean_summary(fits_paths) -> dict:
     """Iterations and major cycles of a WSClean run, from the keywords WSClean writes into
-    its image (WSCMINOR, WSCMAJOR), in the form of :func:`_merge_summaries` (stop code -1:
-    WSClean reports none). Hitting ``image.max_major_cycles`` or ``image.niter`` shows as
-    major_cycles or iterations equal to the cap."""
+    its images (WSCMINOR, WSCMAJOR; the first of ``fits_paths`` that has them), in the form
+    of :func:`_merge_summaries` (stop code -1: WSClean reports none). Hitting
+    ``image.max_major_cycles`` or ``image.niter`` shows as major_cycles or iterations equal
+    to the cap; {iterations: 0, major_cycles: 0} when no image carries them."""
     from astropy.io import fits
 
-    h = fits.getheader(fits_path)
-    return {"iterations": int(h.get("WSCMINOR", 0)), "major_cycles": int(h.get("WSCMAJOR", 0)),
-            "stop_code": -1}
+    for path in fits_paths:
+        if Path(path).exists():
+            h = fits.getheader(path)
+            if "WSCMINOR" in h:
+                return {"iterations": int(h["WSCMINOR"]), "major_cycles": int(h["WSCMAJOR"]),
+                        "stop_code": -1}
+    return {"iterations": 0, "major_cycles": 0, "stop_code": -1}
