@@ -157,8 +157,8 @@ def run_e2e(flat: dict, work: Path, cpus, *, feed: bool) -> dict:
 
 
 def _image_qa(db: Path) -> dict:
-    """Medians over the run's images: residual / thermal, imager and imaging-step seconds,
-    source-finding seconds; and how many images QA rejected."""
+    """The number of the run's images and medians of their QA: residual / thermal, imager,
+    imaging-step and source-finding seconds."""
     import statistics
 
     c = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
