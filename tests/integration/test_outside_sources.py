@@ -51,10 +51,13 @@ def _image(ms, out, flat) -> dict:
     return json.loads([ln for ln in p.stdout.splitlines() if ln.startswith("RESULT")][-1][6:])
 
 
-def test_a_source_outside_the_image_is_subtracted(tmp_path):
+# north of the image, and east of it along the drift (its beam response changes most
+# during the observation); a different seed (antennas, noise) for each
+@pytest.mark.parametrize("east_deg,north_deg,seed", [(0.0, 1.1, 5), (1.0, -0.3, 6)])
+def test_a_source_outside_the_image_is_subtracted(tmp_path, east_deg, north_deg, seed):
     backend = "wsclean" if shutil.which("wsclean") else "tclean"
     cfg = config.load(None, {"sim.nants": 32, "sim.nchan_per_subband": 2, "sim.ntimes": 12,
-                             "sim.nobs": 1, "sim.noise_jy": 1.0, "sim.seed": 5,
+                             "sim.nobs": 1, "sim.noise_jy": 1.0, "sim.seed": seed,
                              "convert.phasing": "single", "image.backend": backend,
                              "image.nterms": 1, "image.cell_arcsec": CELL,
                              "image.imsize": SIZE})
@@ -65,11 +68,12 @@ def test_a_source_outside_the_image_is_subtracted(tmp_path):
 
     ra, dec = geometry.meridian_icrs(times, np.deg2rad(cfg.sim.dec_deg), tel.location)
     mid = len(times) // 2
-    # inside: 0.4 Jy 0.2 deg south-east of the centre; outside: 1.1 deg north, beyond the
-    # image's 0.64 deg half width
+    # inside: 0.4 Jy 0.2 deg south-east of the centre; outside: beyond the image's 0.64 deg
+    # half width
     inside = Calibrator("inside", ra[mid] + np.deg2rad(0.2) / np.cos(dec[mid]),
                         dec[mid] - np.deg2rad(0.2), 0.4, -0.7)
-    outside = Calibrator("outside", ra[mid], dec[mid] + np.deg2rad(1.1), 1.3, -0.7)
+    outside = Calibrator("outside", ra[mid] + np.deg2rad(east_deg) / np.cos(dec[mid]),
+                         dec[mid] + np.deg2rad(north_deg), 1.3, -0.7)
     freqs = np.array([1.405e9])
     app = apparent_flux([outside], np.stack([ra, dec], 1), freqs, cfg)[:, 0, 0].mean()
     assert 0.3 < app < cfg.image.subtract_min_flux_jy  # only the outside rule takes it
