@@ -339,6 +339,13 @@ class Soak:
         images = [p for p in products if p["data_id"].startswith("image:")]
         published_imgs = [p for p in images if p["state"] == "published"]
         rejected = {p["data_id"][6:]: p["last_error"] for p in images if p["state"] == "rejected"}
+        # published images of empty fields (no source above publish.min_dynamic_range x the
+        # residual rms; publish.accept_empty_fields): counted apart, they carry upper limits
+        floor = self.cfg.publish.min_dynamic_range
+        pub_ids = {p["data_id"][6:] for p in published_imgs}
+        empty = sorted(r["obs_id"] for r in reg.db["images"].rows
+                       if r["obs_id"] in pub_ids
+                       and (json.loads(r["qa"] or "{}").get("dynamic_range") or 0) < floor)
         pub_dirs = [d for d in self.cfg.resolve_path("products", self.work).iterdir()
                     if d.is_dir() and d.name not in ("mosaics", "lightcurves")]
         # the windows the rule gives from the observation list alone: every delivered
@@ -369,7 +376,7 @@ class Soak:
                                            if r["obs_id"] == bad_id), None),
             "good_observations": self.nobs - 2,
             "imaged": len(good), "images_published": len(published_imgs),
-            "images_rejected_by_qa": rejected,
+            "images_rejected_by_qa": rejected, "images_published_empty_fields": empty,
             "image_rows": len(images),
             "image_product_dirs": len(pub_dirs),
             "mosaics_published": len(published_mos), "mosaics_predicted": len(predicted),

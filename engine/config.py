@@ -302,6 +302,10 @@ SCHEMA: tuple[Field, ...] = (
       "configs/dsa110.toml uses it: docs/IMAGING.md); auto (WSClean when its binary is "
       "installed and the MS has one phase centre, tclean otherwise)",
       choices=("auto", "tclean", "wsclean")),
+    F("image.threads", int, 1,
+      "CPUs an imaging task reserves in Ray, and the imager's threads (WSClean -j; without "
+      "it WSClean takes every core of the node whatever Ray reserved, so N image tasks on N "
+      "CPUs would run N x N threads; tclean is single-threaded)", minimum=1),
     F("image.restoring_beam_arcsec", float, 0.0,
       "circular restoring beam FWHM (arcsec) for every image; 0: each imager's fitted beam",
       minimum=0.0),
@@ -394,7 +398,13 @@ SCHEMA: tuple[Field, ...] = (
       "keep each observation's MS in stage after its image is published (for reprocessing); "
       "false deletes it"),
     F("publish.max_attempts", int, 3, "attempts to move a product into products/", minimum=1),
-    F("publish.min_dynamic_range", float, 3.0, "QA: peak / rms below this rejects an image"),
+    F("publish.min_dynamic_range", float, 3.0,
+      "QA: peak / residual rms below this rejects an image, unless it is a sound empty field "
+      "(publish.accept_empty_fields)"),
+    F("publish.accept_empty_fields", bool, True,
+      "publish an image with no source above publish.min_dynamic_range when its residual is "
+      "within image.max_thermal_ratio of the thermal noise and the reference catalogue (if "
+      "any) predicts no source in it: its upper limits are light-curve points"),
     # ray
     F("ray.address", str, "local", "'local' starts an embedded cluster; else a Ray address"),
     F("ray.num_cpus", int, 0, "CPUs for an embedded cluster (0: all)", minimum=0),

@@ -59,8 +59,11 @@ def qa_check(cfg: Config, qa: dict) -> tuple[bool, str]:
     dr = qa.get("dynamic_range")
     if dr is None or not dr == dr:
         return False, "no finite dynamic range (empty or NaN image)"
+    empty = None
     if dr < cfg.publish.min_dynamic_range:
-        return False, f"dynamic range {dr:.1f} below {cfg.publish.min_dynamic_range}"
+        empty, why = _empty_field(cfg, qa, dr)
+        if not empty:
+            return False, why
     ratio = qa.get("thermal_ratio")
     if "thermal_ratio" in qa and not (ratio is not None and ratio == ratio):
         return False, "no thermal-noise estimate (no valid visibilities?)"
@@ -78,8 +81,41 @@ def qa_check(cfg: Config, qa: dict) -> tuple[bool, str]:
     cat = (qa.get("sources") or {}).get("qa") or {}
     if cat.get("judged") and not cat.get("passes"):
         return False, cat["reason"]
+    if empty:
+        return True, why
     extra = f", residual/thermal {ratio:.2f}" if ratio is not None else ""
     return True, f"dynamic range {dr:.1f}{extra}"
+
+
+def _empty_field(cfg: Config, qa: dict, dr: float) -> tuple[bool, str]:
+    """(is a sound image of an empty field, reason) for an image whose peak is below
+    ``publish.min_dynamic_range`` x its residual rms.
+
+    Such an image is still a product (it gives the field's upper limits for light curves)
+    when ``publish.accept_empty_fields`` is set and its residual rms was measured against
+    the visibilities' thermal noise and is within ``image.max_thermal_ratio`` of it (a
+    failed calibration or a broken image leaves its flux scattered above the thermal
+    level), and when the reference catalogue, if one was consulted, predicted no source
+    above ``sources.qa_min_snr`` sigma in it (a predicted source missing is a failure)."""
+    floor = cfg.publish.min_dynamic_range
+    low = f"dynamic range {dr:.1f} below {floor}"
+    if not cfg.publish.accept_empty_fields:
+        return False, low
+    ratio = qa.get("thermal_ratio")
+    if ratio is None or not ratio == ratio:
+        return False, f"{low}, and no thermal-noise estimate to call it an empty field"
+    if ratio > cfg.image.max_thermal_ratio:
+        return False, (f"{low}, and the residual is {ratio:.2f} x the thermal estimate "
+                       f"(limit {cfg.image.max_thermal_ratio}): not an empty field")
+    cat = (qa.get("sources") or {}).get("qa") or {}
+    expected = cat.get("n_expected") or 0
+    if expected:
+        return False, (f"{low}, but the reference catalogue predicts {expected} source(s) "
+                       f"above {cfg.sources.qa_min_snr} sigma in the image")
+    ref = ("no reference source predicted above "
+           f"{cfg.sources.qa_min_snr} sigma" if cat else "no reference catalogue consulted")
+    return True, (f"empty field: peak {dr:.1f} x the residual rms (below {floor}), "
+                  f"residual/thermal {ratio:.2f}, {ref}")
 
 
 def destination(row: dict) -> Path:
@@ -98,6 +134,7 @@ def validate_and_publish(reg: Registry, cfg: Config, data_id: str, qa: dict, *,
     if not ok:
         return reg.transition("products", data_id, ProductState.REJECTED, qa_status=Check.FAIL,
                               validation_status=ProductState.REJECTED, last_error=why)
+    log.info("%s: QA passes: %s", data_id, why)
     if row["state"] != ProductState.VALIDATED:
         reg.transition("products", data_id, ProductState.VALIDATED, qa_status=Check.PASS,
                        validation_status=ProductState.VALIDATED)

@@ -2,9 +2,9 @@
 case ``soak``): 30 observations across 00:00 UTC and a calibrator transit, delivered every
 3 s out of order, one never, one twice, one with a truncated file; the driver killed
 (SIGKILL, with its Ray) twice and restarted, a Ray worker killed, the registry's write lock
-held. The run must end with every good observation imaged once and published once (or
-rejected by QA with its reason), the mosaics the window rule predicts from the observation
-list alone, and reconcile clean."""
+held. The run must end with every good observation imaged once and published once (a field
+with no source bright enough is published as an empty field), the mosaics the window rule
+predicts from the observation list alone, and reconcile clean."""
 
 import pytest
 
@@ -29,11 +29,10 @@ def test_every_good_observation_published_exactly_once(soaked):
     r = soaked
     good = r["good_observations"]
     assert r["imaged"] == good, r["states"]
-    # each image once: published, or rejected by QA with its reason (a faint field at this
-    # scale can fall below publish.min_dynamic_range)
+    # each image once, and published: a field with no source bright enough at this scale
+    # (publish.min_dynamic_range) is published as an empty field, not rejected
     assert r["image_rows"] == good
-    assert r["images_published"] + len(r["images_rejected_by_qa"]) == good
-    assert all("dynamic range" in why for why in r["images_rejected_by_qa"].values())
+    assert r["images_published"] == good, r["images_rejected_by_qa"]
     assert r["image_product_dirs"] == r["images_published"]
     assert r["bad_observation_state"] in ("incomplete", "quarantined")
     assert r["calibrations"]["calibrators"] == ["3C380"]
