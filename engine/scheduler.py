@@ -44,6 +44,7 @@ from engine.run_state import Areas, RunSummary
 from engine.science import Science
 from engine.stage_budget import StageBudget, sweep_subband_stores
 from engine.states import OBS_MACHINE, MosaicState, ObsState, ProductState, Step
+from engine.subtract import missing_catalogue_warning
 from engine.telescope import Telescope
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ class Driver:
         self.mosaics = MosaicRelease(self.reg, cfg, self.areas)
         self.stage_budget = StageBudget(self.reg, cfg, self.areas.stage)
         self.science = Science(self.reg, cfg, self.areas.products)
+        if (warning := missing_catalogue_warning(cfg)):
+            log.warning("%s", warning)
         # what to do with each kind of task's manifest
         self.handlers = {Step.CONVERT: self.done_convert, Step.CALIBRATE: self.done_calibrate,
                          Step.IMAGE: self.done_image, Step.MOSAIC: self.done_mosaic}

@@ -33,3 +33,19 @@ def test_outside_image_agrees_with_the_sin_grid():
     # the antipode of the centre projects into the image's pixels but is behind the plane
     assert outside_image(np.deg2rad(128.7 + 180), np.deg2rad(-55.6),
                          (np.deg2rad(128.7), np.deg2rad(55.6)), 0.5)
+
+
+def test_a_run_without_a_reference_catalogue_is_told_nothing_will_be_subtracted(tmp_path):
+    """Both subtraction rules need the reference catalogue; without one the driver warns
+    (once, at its start) instead of imaging silently with the sidelobes left in."""
+    from engine import config
+    from engine.subtract import missing_catalogue_warning
+
+    w = missing_catalogue_warning(config.load(None, {}))
+    assert w and "sky.reference_catalog" in w and "subtract_outside_min_jy" in w
+    cat = tmp_path / "sky.csv"
+    cat.write_text("name,ra_deg,dec_deg,flux_jy,spectral_index\n")
+    assert missing_catalogue_warning(config.load(None, {"sky.reference_catalog": str(cat)})) \
+        is None
+    off = {"image.subtract_min_flux_jy": 0.0, "image.subtract_outside_min_jy": 0.0}
+    assert missing_catalogue_warning(config.load(None, off)) is None
