@@ -175,7 +175,7 @@ def wsclean(ms, work: Path, fits_path: Path, resid_path: Path, cfg, cell, imsize
     # on failure), not beside the MS; -no-update-model-required: WSClean would otherwise
     # predict its model into the MS's MODEL_DATA at the end (a degridding pass that changes
     # the MS behind its registered checksum)
-    cmd = ["wsclean", "-quiet", "-name", base, "-temp-dir", str(work),
+    cmd = ["wsclean", "-quiet", "-j", str(im.threads), "-name", base, "-temp-dir", str(work),
            "-no-update-model-required",
            "-size", str(imsize), str(imsize),
            "-scale", f"{cell}asec", *weight, "-niter", str(im.niter), *stop,

@@ -19,7 +19,7 @@ import ray
 from engine import faults
 from engine.casaenv import casa_env_vars
 from engine.config import Config, env
-from engine.errors import TransientError
+from engine.errors import ConfigError, TransientError
 from engine.states import Step
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,12 @@ def init(cfg: Config) -> dict:
     else:
         kwargs["address"] = cfg.ray.address
     ray.init(**kwargs)
-    return ray.cluster_resources()
+    res = ray.cluster_resources()
+    if res.get("CPU", 0) < cfg.image.threads:
+        ray.shutdown()  # an image task that reserves more CPUs than exist would never start
+        raise ConfigError(f"image.threads = {cfg.image.threads} but the Ray cluster has "
+                          f"{res.get('CPU', 0):g} CPUs: no imaging task could be scheduled")
+    return res
 
 
 def _gb(x: float) -> int:
@@ -143,14 +148,15 @@ def _remote(fn, max_calls: int):
 
 
 def task(fn, cfg: Config, step: Step, name: str, *, kind: str, memory_gb: float,
-         calls_per_task: int = 1):
+         calls_per_task: int = 1, num_cpus: int = 1):
     """One engine task, ready for ``.remote``: ``fn`` with its dashboard name, its worker
-    kind's runtime environment (``convert`` or ``casa``), its memory, its retries
+    kind's runtime environment (``convert`` or ``casa``), its memory and CPUs, its retries
     (``ray.retries_<step>``), and how many such tasks one worker runs before it exits
     (``ray.worker_max_tasks`` x ``calls_per_task``)."""
     env = {"convert": convert_runtime_env, "casa": casa_runtime_env}[kind]()
     return _remote(fn, cfg.ray.worker_max_tasks * calls_per_task).options(
-        name=name, runtime_env=env, memory=_gb(memory_gb), max_retries=retries(cfg, step))
+        name=name, runtime_env=env, memory=_gb(memory_gb), num_cpus=num_cpus,
+        max_retries=retries(cfg, step))
 
 
 def submit_mosaic(mosaic_id: str, members: list, out_dir: str, cfg: Config):
@@ -182,5 +188,5 @@ def submit_image(obs_id: str, ms: str, out_dir: str, cfg: Config, caltables=(),
                  extra_sources=()):
     """extra_sources: dicts with name, ra_deg, dec_deg measured beside the catalogue."""
     return task(_image, cfg, Step.IMAGE, f"image[{obs_id}]", kind="casa",
-                memory_gb=cfg.ray.assembly_memory_gb,
+                memory_gb=cfg.ray.assembly_memory_gb, num_cpus=cfg.image.threads,
                 ).remote(ms, out_dir, cfg, obs_id, list(caltables), list(extra_sources))

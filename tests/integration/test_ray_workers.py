@@ -72,3 +72,31 @@ def test_a_worker_exits_after_its_task_limit():
     a, b, c = pids[2]
     assert a == b != c, pids
     assert len(set(pids[0])) == 1, pids
+
+
+def _assigned_cpus() -> float:
+    return ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
+
+
+def test_an_image_task_holds_the_cpus_its_imager_threads_use():
+    """``image.threads`` is both WSClean's -j and the image task's Ray reservation, so a
+    node never runs more imager threads than it has CPUs; a reservation larger than the
+    cluster would never be scheduled, and is refused at the start with the setting named."""
+    from engine.errors import ConfigError
+    from engine.states import Step
+
+    cfg = config.load(config.CONFIG_DIR / "ci.toml",
+                      {"ray.num_cpus": 2, "image.threads": 2})
+    if ray.is_initialized():
+        ray.shutdown()
+    raytasks.init(cfg)
+    try:
+        t = raytasks.task(_assigned_cpus, cfg, Step.IMAGE, "image[test]", kind="casa",
+                          memory_gb=0.1, num_cpus=cfg.image.threads)
+        assert ray.get(t.remote()) == 2.0
+    finally:
+        ray.shutdown()
+    too_many = config.load(config.CONFIG_DIR / "ci.toml", {"ray.num_cpus": 1, "image.threads": 2})
+    with pytest.raises(ConfigError, match="image.threads = 2 .* 1 CPUs"):
+        raytasks.init(too_many)
+    assert not ray.is_initialized()
