@@ -80,6 +80,8 @@ def markdown(results: dict) -> str:
              f"- commit: `{s['git_commit'][:12]}`"
              + (" (uncommitted changes)" if s["git_dirty"] else ""),
              "- versions: " + ", ".join(f"{k} {v}" for k, v in s["versions"].items() if v),
+             *([f"- settings over the scale's: {results['settings']}"]
+               if results.get("settings") else []),
              "", "Timings are wall-clock on this machine, measured side by side in this run.",
              ""]
     for case, res in results["cases"].items():

@@ -45,6 +45,7 @@ Timings are wall-clock seconds on this machine, measured side by side in one run
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import tempfile
@@ -95,19 +96,30 @@ def main(argv=None):
     ap.add_argument("--workdir", default=None, help="keep inputs and outputs here")
     ap.add_argument("--address", default="local",
                     help="Ray cluster to run the Ray cases on (default: a local one)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a configuration setting over the scale's (repeatable), e.g. "
+                         "image.threads=2")
+    ap.add_argument("--e2e-cpus", nargs="+", type=int, default=None,
+                    help="the e2e case's local worker CPUs (default: 1 and 2 at small "
+                         "scale, 2 at full scale)")
     args = ap.parse_args(argv)
     # full scale is the telescope's own configuration (configs/dsa110.toml: its imager,
     # phasing and cluster settings), at the scale's simulated sizes
     base = config.CONFIG_DIR / "dsa110.toml" if args.scale == "full" else None
-    cfg = config.load(base, {**SCALES[args.scale], "sim.nobs": 1, "ray.address": args.address})
+    sets = dict(kv.split("=", 1) for kv in args.set)
+    cfg = config.load(base, {**SCALES[args.scale], "sim.nobs": 1, "ray.address": args.address,
+                             **sets})
+    cases = dict(CASES)
+    if args.e2e_cpus:
+        cases["e2e"] = functools.partial(bench_e2e, cpus=tuple(args.e2e_cpus))
     work = Path(args.workdir or tempfile.mkdtemp(prefix="dsa110-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     results = {"when": time.strftime("%Y-%m-%dT%H:%M:%S"), "scale": args.scale,
-               "stamp": report.stamp(), "cases": {}, "case_wall_s": {}}
+               "stamp": report.stamp(), "settings": sets, "cases": {}, "case_wall_s": {}}
     try:
         for name in args.only:
             t0 = time.perf_counter()
-            results["cases"][name] = CASES[name](cfg, work)
+            results["cases"][name] = cases[name](cfg, work)
             results["case_wall_s"][name] = time.perf_counter() - t0
             print(name, json.dumps(results["cases"][name]), flush=True)
     finally:
