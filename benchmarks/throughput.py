@@ -98,13 +98,37 @@ def _feeder(base: Path, driver, held: list, errors: list):
             st = _states(db)
             _archive_converted(db, fed)
             if len(st) >= len(held) and all(s in DONE for s in st.values()) and \
-                    not driver.inflight:
+                    not driver.inflight and _windows_done(db, driver.cfg):
                 break
             time.sleep(1.0)
     except Exception as exc:  # reported by the case, never swallowed
         errors.append(repr(exc))
     finally:
         driver.request_stop()
+
+
+def _windows_done(db: Path, cfg) -> bool:
+    """Whether every mosaic window the window rule gives from the observations' final fates
+    (:func:`engine.windows.plan`) has its mosaic published or failed: the run is not over
+    when its last image is (the driver plans the mosaic on its next pass)."""
+    import numpy as np
+
+    from engine import windows
+
+    c = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    c.row_factory = sqlite3.Row
+    try:
+        rows = sorted((dict(r) for r in c.execute("SELECT * FROM observations")),
+                      key=lambda r: r["start_jd"])
+        done = {m for (m,) in c.execute(
+            "SELECT mosaic_id FROM mosaics WHERE state IN ('published', 'failed')")}
+    finally:
+        c.close()
+    m = cfg.mosaic
+    planned = windows.plan(rows, size=m.size, overlap=m.overlap, max_gap_obs=m.max_gap_obs,
+                           max_span_min=m.max_span_min,
+                           dec_tol_rad=np.deg2rad(m.same_dec_tol_deg))
+    return all(w.mosaic_id in done for w, _ in planned)
 
 
 def _archive_converted(db: Path, fed: list):
