@@ -68,6 +68,8 @@ def _list_candidates(incoming: Path, report: ScanReport, reg: Registry) -> list[
         if not e.name.endswith(".hdf5"):
             continue
         p = Path(e.path)
+        if not os.path.lexists(p):
+            continue  # removed since the listing (an archiver): nothing to judge
         try:
             if not e.is_file():  # follows symlinks; a loop or dangling link raises/false
                 raise OSError("not a regular file")
@@ -99,6 +101,11 @@ def scan(cfg: Config, reg: Registry, incoming: Path, *, now: float | None = None
         try:
             st = path.stat()
         except OSError as exc:
+            if not os.path.lexists(path):
+                # removed since the listing (an archiver taking converted inputs away): a
+                # file that is gone is not a bad file; its row, if any, stays as it was
+                log.info("%s: removed while the scan looked at it", path)
+                continue
             _quarantine_file(reg, path, f"cannot stat ({exc})", report)
             continue
         if row and row["status"] in SETTLED and \

@@ -79,3 +79,27 @@ def test_file_still_being_written_is_looked_at_again(copy_obs, ci_cfg, tmp_path)
     assert str(src) in rep.pending  # its size changed since the last look: one more wait
     rep = _scan(cfg, reg, copy_obs, now=now + 20)
     assert str(src) in rep.registered and rep.completed
+
+
+def test_a_file_removed_while_the_scan_looks_at_it_is_not_quarantined(
+        copy_obs, ci_cfg, tmp_path, monkeypatch):
+    """An archiver takes converted inputs away; one that goes between the scan's listing
+    and its stat (seen in the full-scale e2e benchmark: 16 converted files marked
+    'cannot stat') is gone, not bad: its row stays registered and its observation
+    complete. The race is made exact by removing a listed file before the stat."""
+    reg = Registry(tmp_path / "r.sqlite")
+    assert len(_scan(ci_cfg, reg, copy_obs).registered) == 16
+    real = discover._list_candidates
+    gone = []
+
+    def listing_then_archiver(*args):
+        paths = real(*args)
+        paths[0].unlink()
+        gone.append(paths[0])
+        return paths
+
+    monkeypatch.setattr(discover, "_list_candidates", listing_then_archiver)
+    rep = _scan(ci_cfg, reg, copy_obs)
+    assert not rep.quarantined
+    assert reg.get("files", str(gone[0]))["status"] == "ok"
+    assert reg.counts("observations") == {"complete": 1}
