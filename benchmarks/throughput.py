@@ -238,7 +238,16 @@ def e2e_settings(cfg) -> dict:
     flat = {**cfg.as_flat(), "sim.nobs": 12, "sim.calibrator": "3C286",
             "sim.gain_amp_rms": 0.05, "sim.gain_phase_rms_deg": 10.0,
             "discover.settle_s": 0.0, "publish.keep_ms": not full}
-    if not full:  # full scale runs the telescope's configuration (configs/dsa110.toml)
+    if full:
+        # the stream is 12 x 309 s of sky fed in minutes: a following driver plans a window
+        # only once the hole before its first observation has settled,
+        # discover.incomplete_wait_s (30 min) after that observation was first seen. At the
+        # telescope's cadence that has passed long before the window's 10th observation
+        # arrives (46 min later); compressed, it held the mosaic 5 min after the last image
+        # (2026-12-02). The feeder delivers every observation whole (16 hard links in
+        # milliseconds), so 60 s keeps the rule without the compression's artefact.
+        flat["discover.incomplete_wait_s"] = 60.0
+    else:  # full scale runs the telescope's configuration (configs/dsa110.toml)
         flat.update({"image.max_imsize": 512, "image.niter": 300, "image.nterms": 1,
                      "ray.task_memory_gb": 0.2, "ray.assembly_memory_gb": 0.5})
     return flat
