@@ -355,10 +355,8 @@ class Soak:
         bad_id = self._obs_id(self.bad)
         truth_rows = [{**r, "state": "quarantined" if r["obs_id"] == bad_id else "imaged"}
                       for r in by_start]
-        m = self.cfg.mosaic
         predicted = {w.mosaic_id for w, _ in windows.plan(
-            truth_rows, size=m.size, overlap=m.overlap, max_gap_obs=m.max_gap_obs,
-            max_span_min=m.max_span_min, dec_tol_rad=np.deg2rad(m.same_dec_tol_deg))}
+            truth_rows, **windows.config_rule(self.cfg))}
         mosaics = {r["mosaic_id"]: r["state"] for r in reg.db["mosaics"].rows}
         published_mos = {k for k, s in mosaics.items() if s == "published"}
         st = self.status()

@@ -111,8 +111,6 @@ def _windows_done(db: Path, cfg) -> bool:
     """Whether every mosaic window the window rule gives from the observations' final fates
     (:func:`engine.windows.plan`) has its mosaic published or failed: the run is not over
     when its last image is (the driver plans the mosaic on its next pass)."""
-    import numpy as np
-
     from engine import windows
 
     c = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
@@ -124,10 +122,7 @@ def _windows_done(db: Path, cfg) -> bool:
             "SELECT mosaic_id FROM mosaics WHERE state IN ('published', 'failed')")}
     finally:
         c.close()
-    m = cfg.mosaic
-    planned = windows.plan(rows, size=m.size, overlap=m.overlap, max_gap_obs=m.max_gap_obs,
-                           max_span_min=m.max_span_min,
-                           dec_tol_rad=np.deg2rad(m.same_dec_tol_deg))
+    planned = windows.plan(rows, **windows.config_rule(cfg))
     return all(w.mosaic_id in done for w, _ in planned)
 
 

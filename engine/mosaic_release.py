@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -86,10 +85,7 @@ class MosaicRelease:
 
     def rule(self, now: float | None = None) -> dict:
         """The keyword arguments of :func:`engine.windows.plan` from the configuration."""
-        m = self.cfg.mosaic
-        return dict(size=m.size, overlap=m.overlap, max_gap_obs=m.max_gap_obs,
-                    max_span_min=m.max_span_min,
-                    dec_tol_rad=math.radians(m.same_dec_tol_deg),
+        return dict(windows.config_rule(self.cfg),
                     max_attempts=self.cfg.driver.max_attempts,
                     settled=self.settled(time.time() if now is None else now),
                     closed=self.closed(time.time() if now is None else now))

@@ -27,6 +27,8 @@ no two windows share more than ``overlap`` members. A rerun finds the same windo
 
 from __future__ import annotations
 
+import math
+
 import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -110,6 +112,14 @@ def segments(observations, *, max_gap_obs: float, dec_tol_rad: float,
             cur.append(o)
     out.append(cur)
     return [seg for seg in out if seg]
+
+
+def config_rule(cfg) -> dict:
+    """The configuration's window rule (``mosaic.*``) as keyword arguments of :func:`plan`;
+    a following driver adds its ``max_attempts``, ``settled`` and ``closed``."""
+    m = cfg.mosaic
+    return dict(size=m.size, overlap=m.overlap, max_gap_obs=m.max_gap_obs,
+                max_span_min=m.max_span_min, dec_tol_rad=math.radians(m.same_dec_tol_deg))
 
 
 def plan(observations, *, size: int = 10, overlap: int = 2, max_gap_obs: float = 1.5,
