@@ -189,7 +189,8 @@ def ray_convert(files, rcfg, work: Path, ms: Path) -> tuple[float, dict]:
     import ray
 
     from engine import raytasks
-    from engine.convert import plan_observation, prepare_store
+    from engine.convert import prepare_store
+    from engine.convert_plan import plan_observation
     from engine.discover import obs_id_for
     from engine.uvh5io import read_header
 

@@ -28,8 +28,8 @@ from engine.calibrate import find_transit
 from engine.caltables import CalibrationLookup
 from engine.config import Config, load
 from engine.constants import CADENCE_S, JD_TO_MJD
-from engine.convert import (input_warnings, plan_observation, prepare_store,
-                            subband_manifests)
+from engine.convert import input_warnings, prepare_store, subband_manifests
+from engine.convert_plan import plan_observation
 from engine.errors import (BAD_INPUT, EngineError, IllegalTransition, RegistryError,
                            StaleProductError)
 from engine.flagging import summarise

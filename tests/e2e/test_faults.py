@@ -18,7 +18,8 @@ import pytest
 import ray
 
 from engine import config, scheduler, simulate
-from engine.convert import assemble_ms, convert_subband, plan_observation, prepare_store
+from engine.convert import assemble_ms, convert_subband, prepare_store
+from engine.convert_plan import plan_observation
 from engine.errors import RegistryError
 from engine.faults import VAR as FAULTS
 from engine.registry import Registry

@@ -179,7 +179,7 @@ def test_average_channels_matches_numpy_masked_mean(factor):
 
 
 def test_averaging_factor_divides_subbands_and_respects_the_width():
-    from engine.convert import averaging_factor
+    from engine.convert_plan import averaging_factor
 
     w = 244140.625
     assert averaging_factor([48] * 16, w, 1.0e6) == 4  # 977 kHz
