@@ -67,6 +67,23 @@ def init(cfg: Config) -> dict:
     return res
 
 
+def obs_cap(cfg: Config) -> int:
+    """Observations in flight: ``ray.max_obs_in_flight``, lowered to what memory allows.
+
+    One observation in flight holds its subband tasks' buffers and one assembly block
+    (``ray.task_memory_gb`` per CPU plus ``ray.assembly_memory_gb``); the cap keeps that
+    within the memory Ray reports for the cluster. Ray must be up.
+    """
+    total = ray.cluster_resources().get("memory", 0) / 1024 ** 3
+    cpus = ray.cluster_resources().get("CPU", 1)
+    per_obs = cfg.ray.task_memory_gb * cpus + cfg.ray.assembly_memory_gb
+    fit = int(total // per_obs) if per_obs > 0 and total > 0 else 1
+    cap = max(1, min(cfg.ray.max_obs_in_flight, fit))
+    log.info("observations in flight: at most %d (%.1f GB memory, %.1f GB each)",
+             cap, total, per_obs)
+    return cap
+
+
 def _gb(x: float) -> int:
     return int(x * 1024 ** 3)
 

@@ -27,19 +27,20 @@ from engine import discover, raytasks
 from engine.calibrate import find_transit
 from engine.caltables import CalibrationLookup
 from engine.config import Config, load
-from engine.constants import CADENCE_S, JD_TO_MJD
+from engine.constants import JD_TO_MJD
 from engine.convert import input_warnings, prepare_store, subband_manifests
 from engine.convert_plan import plan_observation
 from engine.errors import (BAD_INPUT, EngineError, IllegalTransition, RegistryError,
                            StaleProductError)
 from engine.flagging import summarise
-from engine.memtrace import MemoryLog, limit_arenas, private_bytes, rss_bytes
+from engine.memtrace import limit_arenas, private_bytes, rss_bytes
 from engine.mosaic_release import MosaicRelease
 from engine.paths import confine, verify
 from engine.publish import (image_data_id, register_image, register_mosaic,
                             validate_and_publish)
 from engine.recovery import retry_failed, take_back_abandoned
 from engine.registry import Registry
+from engine.run_progress import RunProgress
 from engine.run_state import Areas, RunSummary
 from engine.science import Science
 from engine.stage_budget import StageBudget, sweep_subband_stores
@@ -67,10 +68,7 @@ class Driver:
         self.summary = RunSummary()
         self._cap = None
         self.stopping = False
-        self._last_counts = None
-        self._metrics = None
-        self.memory = MemoryLog()  # RSS in the log every 5 min (engine.memtrace)
-        self._bytes_converted = 0
+        self.progress = RunProgress(self.reg, self.summary)
         self.calibration = CalibrationLookup(self.reg, cfg, self.areas.stage)
         self.mosaics = MosaicRelease(self.reg, cfg, self.areas)
         self.stage_budget = StageBudget(self.reg, cfg, self.areas.stage)
@@ -146,41 +144,6 @@ class Driver:
                         len(self.inflight))
             self.stopping = True
 
-    def metrics(self):
-        """Ray metrics (Prometheus, shown by the dashboard): created once Ray is up."""
-        if self._metrics is None:
-            from ray.util import metrics
-
-            self._metrics = {
-                "obs": metrics.Gauge("dsa110_observations", "observations by state",
-                                     tag_keys=("state",)),
-                "rtf": metrics.Gauge("dsa110_real_time_factor",
-                                     "wall time per imaged observation / 309 s"),
-                # a gauge refreshed every loop, like the others: Ray's agent evicts a gauge
-                # not refreshed within two export intervals (a few seconds), so the metrics
-                # are live while a driver runs and gone about 30 s after it stops (measured)
-                "bytes": metrics.Gauge("dsa110_bytes_converted",
-                                       "UVH5 bytes converted to Measurement Sets"),
-            }
-        return self._metrics
-
-    def progress(self, t_start: float):
-        counts = self.reg.counts("observations")
-        m = self.metrics()
-        for state in self.reg.MACHINE_STATES:
-            m["obs"].set(counts.get(state, 0), tags={"state": str(state)})
-        m["bytes"].set(self._bytes_converted)
-        n = len(self.summary.imaged)
-        if n:
-            m["rtf"].set((time.time() - t_start) / (n * CADENCE_S))
-        self.memory.tick()
-        if counts != self._last_counts:
-            self._last_counts = counts
-            n = len(self.summary.imaged)
-            rate = n / max(time.time() - t_start, 1e-9) * 60
-            log.info("observations by state %s; %d imaged (%.2f per minute), %d tasks in flight",
-                     counts, n, rate, len(self.inflight))
-
     def run(self, *, once: bool = True, poll_s: float = 2.0, max_wall_s: float | None = None,
             handle_signals: bool = False) -> RunSummary:
         log.info("Ray resources: %s", raytasks.init(self.cfg))
@@ -209,7 +172,7 @@ class Driver:
                                                     self.mosaics.held_open, self.active())
                     self.fill()
                     self.release_mosaics()
-                self.progress(t_start)
+                self.progress.tick(t_start, len(self.inflight))
                 if not once and not self.stopping:
                     self.check_memory()
                 if not self.inflight:
@@ -254,27 +217,12 @@ class Driver:
             log.debug("waiting for cancelled tasks: %s", exc)
         self.inflight.clear()
 
-    def obs_cap(self) -> int:
-        """Observations in flight: the configured cap, lowered to what memory allows.
-
-        One observation in flight holds its subband tasks' buffers and one assembly block
-        (``ray.task_memory_gb`` per CPU plus ``ray.assembly_memory_gb``); the cap keeps
-        that within the memory Ray reports for the cluster.
-        """
-        if self._cap is None:
-            total = ray.cluster_resources().get("memory", 0) / 1024 ** 3
-            cpus = ray.cluster_resources().get("CPU", 1)
-            per_obs = self.cfg.ray.task_memory_gb * cpus + self.cfg.ray.assembly_memory_gb
-            fit = int(total // per_obs) if per_obs > 0 and total > 0 else 1
-            self._cap = max(1, min(self.cfg.ray.max_obs_in_flight, fit))
-            log.info("observations in flight: at most %d (%.1f GB memory, %.1f GB each)",
-                     self._cap, total, per_obs)
-        return self._cap
-
     def fill(self):
         """Lease observations, oldest first, while fewer than the cap are active; a new
         conversion only while the stage has room for it (``engine.stage_budget``)."""
-        while len(self.active()) < self.obs_cap():
+        if self._cap is None:
+            self._cap = raytasks.obs_cap(self.cfg)
+        while len(self.active()) < self._cap:
             obs = self.reg.acquire_next(self.owner, states=(ObsState.CONVERTED,))
             if obs is None:
                 nxt = self.reg.oldest(ObsState.COMPLETE)
@@ -496,8 +444,7 @@ class Driver:
                 log.warning("%s: %s", obs_id, w)
         if self.flagged_too_much(obs_id, summarise(subbands)):
             return
-        self._bytes_converted += self.reg.input_bytes(obs_id)
-        self.metrics()["bytes"].set(self._bytes_converted)
+        self.progress.converted(self.reg.input_bytes(obs_id))
         self.summary.converted.append(obs_id)
         self.after_conversion(self.reg.get("observations", obs_id))
 
