@@ -21,7 +21,8 @@ from astropy.wcs import WCS, FITSFixedWarning
 from engine import __version__
 from engine.config import Config
 from engine.errors import EngineError
-from engine.sourcefind import _frequency_hz, find_sources
+from engine.fits_headers import WHERE_AND_WHEN, frequency_hz
+from engine.sourcefind import find_sources
 
 COLUMNS = (  # name, unit, description
     ("ra_deg", "deg", "J2000 right ascension"),
@@ -43,8 +44,9 @@ COLUMNS = (  # name, unit, description
 
 def write_catalogue(rows: list[dict], path: Path, *, image_hdr, product_id: str,
                     image_name: str, finder: str, cfg: Config) -> Path:
-    """A FITS binary table of ``rows`` (COLUMNS), with the image's restoring beam, the
-    finder and the provenance in its header."""
+    """A FITS binary table of ``rows`` (COLUMNS), with the image's restoring beam, site
+    and observing span (:data:`engine.fits_headers.WHERE_AND_WHEN`), the finder and the
+    provenance in its header."""
     cols = [fits.Column(name=n, format="D", unit=u or None,
                         array=np.array([r.get(n, np.nan) for r in rows], dtype=float))
             for n, u, _ in COLUMNS]
@@ -52,13 +54,13 @@ def write_catalogue(rows: list[dict], path: Path, *, image_hdr, product_id: str,
     h = hdu.header
     for i, (_, _, desc) in enumerate(COLUMNS, 1):
         h[f"TCOMM{i}"] = desc
-    for k in ("BMAJ", "BMIN", "BPA"):
+    for k in ("BMAJ", "BMIN", "BPA") + WHERE_AND_WHEN:
         if k in image_hdr:
             h[k] = image_hdr[k]
     h["PRODUCT"] = product_id
     h["IMAGE"] = image_name
     h["FINDER"] = finder
-    h["FREQ"] = (_frequency_hz(image_hdr), "Hz")
+    h["FREQ"] = (frequency_hz(image_hdr), "Hz")
     h["NSOURCE"] = len(rows)
     h["ENGVER"] = __version__
     h["CFGHASH"] = cfg.digest()
@@ -100,7 +102,7 @@ def reference_qa(rows: list[dict], image: Path, pb: Path | None, reference,
     finite = data[np.isfinite(data)]
     rms = float(1.4826 * np.median(np.abs(finite - np.median(finite)))) if finite.size else 0.
     bmaj = float(hdr.get("BMAJ", np.nan))
-    freq = _frequency_hz(hdr)
+    freq = frequency_hz(hdr)
     ref = list(reference)
     out = {"n_found": len(rows), "n_expected": 0, "n_matched": 0, "matched_fraction": None,
            "flux_ratio": None, "flux_ratio_scatter": None, "offset_arcsec": None,

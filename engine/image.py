@@ -53,6 +53,8 @@ def _ms_geometry(ct, ms: str) -> dict:
     tb.open(ms)
     uvw = tb.getcol("UVW")
     flag_row = tb.getcol("FLAG_ROW")
+    # TIME: mid-integration, MJD seconds (UTC); the span from the first start to the last end
+    mid_s, dt_s = tb.getcol("TIME"), tb.getcol("INTERVAL")
     tb.close()
     tb.open(f"{ms}/SPECTRAL_WINDOW")
     freqs = tb.getcol("CHAN_FREQ")[:, 0]
@@ -71,7 +73,9 @@ def _ms_geometry(ct, ms: str) -> dict:
     tb.close()
     good = ~flag_row
     bmax = float(np.sqrt((uvw[:2, good] ** 2).sum(axis=0)).max())
-    return {"freqs": freqs, "bmax": bmax, "fields": dirs, "pointing": pointing}
+    span = ((mid_s - dt_s / 2).min() / 86400.0, (mid_s + dt_s / 2).max() / 86400.0)
+    return {"freqs": freqs, "bmax": bmax, "fields": dirs, "pointing": pointing,
+            "span_mjd": span}
 
 
 def image_size(cfg: Config, geo: dict) -> tuple[float, int]:
@@ -142,6 +146,7 @@ def _image_into(work: Path, ms: str, cfg: Config, obs_id: str, caltables, ct, ca
     from astropy.io import fits
     from astropy.wcs import WCS, FITSFixedWarning
 
+    from engine.fits_headers import site_cards, stamp, time_cards
     from engine.noise import thermal_estimate
 
     geo = _ms_geometry(ct, ms)
@@ -173,11 +178,14 @@ def _image_into(work: Path, ms: str, cfg: Config, obs_id: str, caltables, ct, ca
         from engine.subtract import restore_sources
 
         restore_sources(fits_path, [x for x in subtracted if x["restore"]])
+    # the imagers' site and time cards are not trusted (engine.fits_headers)
+    where_and_when = {**site_cards(cfg), **time_cards(*geo["span_mjd"])}
     with fits.open(fits_path, mode="update") as hdul:
         h = hdul[0].header
         data = np.squeeze(hdul[0].data)
         rms = _mad_rms(data)
         peak = float(np.nanmax(data))
+        stamp(h, where_and_when)
         h["OBS_ID"] = obs_id
         h["CALTABS"] = ",".join(Path(c).name for c in (caltables or [])) or "none"
         h["ENGVER"] = __version__
@@ -200,6 +208,7 @@ def _image_into(work: Path, ms: str, cfg: Config, obs_id: str, caltables, ct, ca
     fits.PrimaryHDU(pb.astype(np.float32), hdr).writeto(pb_path)
     with fits.open(resid_path, mode="update") as hdul:
         resid = np.squeeze(hdul[0].data)
+        stamp(hdul[0].header, where_and_when)
         hdul[0].header["OBS_ID"] = obs_id
         hdul[0].header["BUNIT"] = "Jy/beam"
     inner = pb >= INNER_PB

@@ -26,6 +26,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 from engine import __version__, faults
 from engine.config import Config
 from engine.errors import StaleProductError
+from engine.fits_headers import mosaic_cards, stamp
 from engine.beams import common_beam, convolve_all
 from engine.image import INNER_PB, _mad_rms, find_catalogue
 from engine.quicklook import catalogue_marks, render
@@ -210,6 +211,7 @@ def _write_mosaic(work: Path, members: list, cfg: Config, mosaic_id: str):
     mosaic = finish(num / safe)
     weight_map = den.reshape(ny, nx).astype(np.float32)
     hdr = grid.to_header()
+    stamp(hdr, mosaic_cards([x[3] for x in loaded], cfg))  # where, when, frequency
     if beam is not None:
         hdr["BMAJ"], hdr["BMIN"], hdr["BPA"] = beam
     hdr["BUNIT"] = "Jy/beam"

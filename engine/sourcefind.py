@@ -27,11 +27,11 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 from engine.errors import SourceFindingError
+from engine.fits_headers import frequency_hz
 
 log = logging.getLogger(__name__)
 
 FINDERS = ("aegean", "pybdsf")
-BAND_CENTRE_HZ = 1.405e9  # DSA-110's band centre, for an image that names no frequency
 
 
 def _celestial(path: Path):
@@ -63,14 +63,6 @@ def _aegean(image: Path, work: Path, innerclip: float, outerclip: float) -> list
 def _err(x) -> float:
     """Aegean marks an error it could not compute as -1: NaN here."""
     return float(x) if x is not None and x >= 0 else float("nan")
-
-
-def _frequency_hz(hdr) -> float:
-    """The image's frequency from a FREQ axis or RESTFRQ; the band centre if neither."""
-    for i in range(1, int(hdr.get("NAXIS", 0)) + 1):
-        if str(hdr.get(f"CTYPE{i}", "")).startswith("FREQ"):
-            return float(hdr[f"CRVAL{i}"])
-    return float(hdr.get("RESTFRQ", hdr.get("RESTFREQ", BAND_CENTRE_HZ)))
 
 
 @contextlib.contextmanager
@@ -110,7 +102,7 @@ def _collections_of_new_objects_only():
 def _pybdsf(image: Path, work: Path, innerclip: float, outerclip: float,
             max_island_px: int | None = None) -> list[dict]:
     cat = work / f"{image.stem}.srl.fits"
-    freq = _frequency_hz(fits.getheader(image))
+    freq = frequency_hz(fits.getheader(image))
     with _without_python_casacore(), _collections_of_new_objects_only(), \
             contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its fits' overflow and maxfev warnings, per image
@@ -148,7 +140,7 @@ def _flat_copy(image: Path, work: Path) -> Path:
             out[k] = hdr[k]
     if not all(k in out for k in ("BMAJ", "BMIN", "BPA")):
         raise SourceFindingError(f"{image}: no restoring beam (BMAJ, BMIN, BPA) in the header")
-    out["RESTFRQ"] = _frequency_hz(hdr)
+    out["RESTFRQ"] = frequency_hz(hdr)
     path = work / f"{image.stem}.plane.fits"
     fits.PrimaryHDU(data, out).writeto(path, overwrite=True)
     return path

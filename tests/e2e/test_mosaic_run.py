@@ -106,6 +106,82 @@ def test_sources_recovered_in_the_mosaic(run):
     assert checked >= 3
 
 
+def _file_span_and_site(uvh5_path):
+    """(first integration's start, last integration's end) as MJD (UTC), and the telescope's
+    location, of one input file as pyuvdata reads it (time_array is mid-integration, JD)."""
+    from pyuvdata import UVData
+
+    uv = UVData.from_file(uvh5_path, file_type="uvh5", read_data=False, run_check=False)
+    t, dt = uv.time_array, uv.integration_time / 86400.0
+    span = (float((t - dt / 2).min() - 2400000.5), float((t + dt / 2).max() - 2400000.5))
+    return span, uv.telescope.location
+
+
+def test_products_say_where_and_when_they_were_observed(run):
+    """Every published image (and its residual and beam) and the mosaic carry the site as
+    ITRF OBSGEO-X/Y/Z (CASA's exportfits wrote a vector 1.2 km from the Earth's centre) and
+    the observing span. References: the site as astropy places it, the input files'
+    telescope location and times as pyuvdata reads them; the mosaic spans its members."""
+    from astropy.coordinates import EarthLocation
+    from astropy.time import Time
+
+    base, cfg, summary = run
+    reg = Registry(base / "registry.sqlite")
+    site = EarthLocation.from_geodetic(cfg.site.longitude_deg * u.deg,
+                                       cfg.site.latitude_deg * u.deg, cfg.site.height_m * u.m)
+    members = json.loads(reg.get("mosaics", summary.mosaics[0])["members"])
+    spans = {}
+    for obs_id in members:
+        folder = Path(reg.get("products", f"image:{obs_id}")["published_path"])
+        (t0, t1), file_site = _file_span_and_site(reg.subband_files(obs_id)[0])
+        spans[obs_id] = (t0, t1)
+        for kind in ("image", "residual", "pb"):
+            hdr = fits.getheader(folder / f"{obs_id}.{kind}.fits")
+            where = EarthLocation.from_geocentric(*(hdr[f"OBSGEO-{k}"] for k in "XYZ"),
+                                                  unit=u.m)
+            assert abs(where.height.to_value(u.m) - cfg.site.height_m) < 1.0, (kind, hdr)
+            offset = np.linalg.norm([(where.x - site.x).to_value(u.m),
+                                     (where.y - site.y).to_value(u.m),
+                                     (where.z - site.z).to_value(u.m)])
+            assert offset < 1.0, (kind, offset)
+            to_file = np.linalg.norm([(where.x - file_site.x).to_value(u.m),
+                                      (where.y - file_site.y).to_value(u.m),
+                                      (where.z - file_site.z).to_value(u.m)])
+            assert to_file < 100.0, (kind, to_file)
+            if kind == "pb":
+                continue
+            assert Time(hdr["DATE-OBS"], scale="utc").mjd == pytest.approx(t0, abs=0.5 / 86400)
+            assert Time(hdr["DATE-END"], scale="utc").mjd == pytest.approx(t1, abs=0.5 / 86400)
+            assert hdr["MJD-OBS"] == pytest.approx(t0, abs=0.5 / 86400)
+            assert hdr["TIMESYS"] == "UTC"
+        # the image's source catalogue carries the image's site and span
+        cat = fits.getheader(folder / f"{obs_id}.sources.fits", 1)
+        image_hdr = fits.getheader(folder / f"{obs_id}.image.fits")
+        for k in ("DATE-OBS", "DATE-END", "OBSGEO-X", "OBSGEO-Y", "OBSGEO-Z"):
+            assert cat[k] == image_hdr[k], k
+    mos = reg.get("mosaics", summary.mosaics[0])
+    hdr = fits.getheader(mos["path"])
+    assert Time(hdr["DATE-OBS"], scale="utc").mjd == pytest.approx(
+        spans[members[0]][0], abs=0.5 / 86400)
+    assert Time(hdr["DATE-END"], scale="utc").mjd == pytest.approx(
+        spans[members[-1]][1], abs=0.5 / 86400)
+    assert [hdr[f"OBSGEO-{k}"] for k in "XYZ"] == pytest.approx(
+        [site.x.to_value(u.m), site.y.to_value(u.m), site.z.to_value(u.m)], abs=1.0)
+    image_hdr = fits.getheader(Path(reg.get("products", f"image:{members[0]}")[
+        "published_path"]) / f"{members[0]}.image.fits")
+    assert hdr["TELESCOP"] == image_hdr["TELESCOP"]
+    # the members' mean frequency (a FREQ axis in each image, LSRK: it moves by kHz from
+    # one observation to the next), not the band-centre fallback
+    freqs = []
+    for obs_id in members:
+        h = fits.getheader(Path(reg.get("products", f"image:{obs_id}")["published_path"])
+                           / f"{obs_id}.image.fits")
+        freqs += [h[f"CRVAL{i}"] for i in range(1, h["NAXIS"] + 1)
+                  if h[f"CTYPE{i}"].startswith("FREQ")]
+    assert len(freqs) == len(members)
+    assert hdr["RESTFRQ"] == pytest.approx(np.mean(freqs), rel=1e-9)
+
+
 def test_a_damaged_mosaic_is_made_again_after_reconcile_repair(run, capsys):
     """Last in this module (it changes the run): the published mosaic loses its weight map;
     reconcile reports it, --repair plans the window again, and the next run re-makes the

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 from astropy import units as u
-from astropy.coordinates import SkyCoord
+from astropy.coordinates import EarthLocation, SkyCoord
 from astropy.io import fits
 from astropy.wcs import WCS
 
@@ -46,7 +46,7 @@ def test_tclean_and_wsclean_agree(tmp_path):
                                           tmp_path, sky=sky)
     ms = str(tmp_path / "obs.ms")
     convert_local([str(p) for p in paths], ms, cfg)
-    images = {}
+    images, headers = {}, {}
     # WSClean also with a spectrum per component (nterms 2: -join-channels, 4 sub-bands)
     for label, backend, nterms in (("tclean", "tclean", 1), ("wsclean", "wsclean", 1),
                                    ("wsclean_spectral", "wsclean", 2)):
@@ -66,6 +66,16 @@ def test_tclean_and_wsclean_agree(tmp_path):
         assert 0 < clean["iterations"] <= 3000 and clean["major_cycles"] >= 1, (label, clean)
         with fits.open(m["files"]["image"]["path"]) as h:
             images[label] = (np.squeeze(h[0].data), WCS(h[0].header).celestial)
+            headers[label] = h[0].header.copy()
+    # both imagers' products say where the telescope is (WSClean writes no site; CASA's
+    # exportfits wrote one 1188 m from the Earth's centre) and when it observed
+    site = EarthLocation.from_geodetic(cfg.site.longitude_deg * u.deg,
+                                       cfg.site.latitude_deg * u.deg, cfg.site.height_m * u.m)
+    for label, h in headers.items():
+        assert [h[f"OBSGEO-{k}"] for k in "XYZ"] == pytest.approx(
+            [site.x.to_value(u.m), site.y.to_value(u.m), site.z.to_value(u.m)], abs=1.0), label
+        assert (h["DATE-OBS"], h["DATE-END"]) == (headers["tclean"]["DATE-OBS"],
+                                                  headers["tclean"]["DATE-END"]), label
     # WSClean's reordered copies of the data went into its work folder and are gone
     assert sorted(p.name for p in tmp_path.glob("obs.ms*")) == ["obs.ms"]
     for label in ("wsclean", "wsclean_spectral"):
