@@ -3,10 +3,11 @@
 An image's header says where the telescope was (``OBSGEO-X/Y/Z``: ITRF geocentric
 metres, FITS WCS Paper III), when it observed (``DATE-OBS``/``DATE-END``: ISO 8601 UTC,
 first integration's start and last integration's end; ``MJD-OBS``/``MJD-END`` the same as
-MJD, ``TIMESYS = 'UTC'``, WCS Paper VII) and at which frequency. The engine writes them
-itself rather than trusting the imagers': CASA's ``exportfits`` wrote the observatory
-``OVRO_MMA``'s longitude, latitude and height (1188 m) as the spherical coordinates of a
-geocentric vector (OBSGEO 1188 m from the Earth's centre), and WSClean writes no OBSGEO.
+MJD; ``DATE-AVG``/``MJD-AVG`` the middle; ``TIMESYS = 'UTC'``; WCS Paper VII) and at which
+frequency. The engine writes them itself rather than trusting the imagers': CASA's
+``exportfits`` wrote the observatory ``OVRO_MMA``'s longitude, latitude and height (1188 m)
+as the spherical coordinates of a geocentric vector (OBSGEO 1188 m from the Earth's
+centre), and WSClean writes no OBSGEO.
 
 A mosaic takes its members': it starts with the first member's start and ends with the
 last member's end.
@@ -26,8 +27,8 @@ from astropy.time import Time
 BAND_CENTRE_HZ = 1.405e9  # DSA-110's band centre, for an image that names no frequency
 OBSGEO = ("OBSGEO-X", "OBSGEO-Y", "OBSGEO-Z")
 # the cards a product derived from an image (its source catalogue) carries over
-WHERE_AND_WHEN = OBSGEO + ("DATE-OBS", "DATE-END", "MJD-OBS", "MJD-END", "TIMESYS",
-                           "TELESCOP")
+WHERE_AND_WHEN = OBSGEO + ("DATE-OBS", "DATE-END", "DATE-AVG", "MJD-OBS", "MJD-END",
+                           "MJD-AVG", "TIMESYS", "TELESCOP")
 # what an imager may have written about the site that the OBSGEO-X/Y/Z cards replace
 _OTHER_SITE_CARDS = ("OBSGEO-L", "OBSGEO-B", "OBSGEO-H")
 
@@ -40,12 +41,16 @@ def site_cards(cfg) -> dict:
     return {k: float(v.to_value(u.m)) for k, v in zip(OBSGEO, (loc.x, loc.y, loc.z))}
 
 
-def time_cards(start_mjd: float, end_mjd: float) -> dict:
-    """DATE-OBS/DATE-END (ISO 8601, UTC), MJD-OBS/MJD-END (d) and TIMESYS of a span."""
-    t0 = Time(start_mjd, format="mjd", scale="utc")
-    t1 = Time(end_mjd, format="mjd", scale="utc")
-    return {"DATE-OBS": t0.isot, "DATE-END": t1.isot, "MJD-OBS": float(start_mjd),
-            "MJD-END": float(end_mjd), "TIMESYS": "UTC"}
+def time_cards(start_mjd: float, end_mjd: float, avg_mjd: float | None = None) -> dict:
+    """DATE-OBS/DATE-END/DATE-AVG (ISO 8601, UTC), MJD-OBS/MJD-END/MJD-AVG (d) and TIMESYS
+    of a span; its average time is its middle unless ``avg_mjd`` says otherwise (a drift
+    scan sees its sky at the middle of the span: the time a light curve point carries)."""
+    avg = (start_mjd + end_mjd) / 2 if avg_mjd is None else avg_mjd
+    iso = {k: Time(v, format="mjd", scale="utc").isot
+           for k, v in (("OBS", start_mjd), ("END", end_mjd), ("AVG", avg))}
+    return {"DATE-OBS": iso["OBS"], "DATE-END": iso["END"], "DATE-AVG": iso["AVG"],
+            "MJD-OBS": float(start_mjd), "MJD-END": float(end_mjd), "MJD-AVG": float(avg),
+            "TIMESYS": "UTC"}
 
 
 def frequency_hz(hdr) -> float:
@@ -57,27 +62,32 @@ def frequency_hz(hdr) -> float:
 
 
 def _mjd(hdr, key: str) -> float | None:
-    """MJD of the header's ``MJD-<key>`` card, or of its ``DATE-<key>`` (UTC)."""
-    if f"MJD-{key}" in hdr:
-        return float(hdr[f"MJD-{key}"])
-    if f"DATE-{key}" in hdr:
-        return float(Time(hdr[f"DATE-{key}"], format="isot", scale="utc").mjd)
+    """MJD of the header's ``MJD-<key>`` card, or of its ``DATE-<key>`` (UTC); None when
+    it has neither or they do not parse (an old product's header)."""
+    try:
+        if f"MJD-{key}" in hdr:
+            return float(hdr[f"MJD-{key}"])
+        if f"DATE-{key}" in hdr:
+            return float(Time(hdr[f"DATE-{key}"], format="isot", scale="utc").mjd)
+    except (TypeError, ValueError):
+        pass
     return None
 
 
 def mosaic_cards(member_headers: list, cfg) -> dict:
     """The cards of a mosaic of images with these headers: the site; the span from the
-    earliest member's start to the latest member's end (DATE-END only when every member
-    has one); TELESCOP when the members agree; RESTFRQ (Hz), the members' mean frequency
-    (the engine's convention for a plane without a FREQ axis, read by
-    :func:`frequency_hz`)."""
+    earliest member's start to the latest member's end, its average time the mean of the
+    members' middles (DATE-END and DATE-AVG only when every member has an end); TELESCOP
+    when the members agree; RESTFRQ (Hz), the members' mean frequency (the engine's
+    convention for a plane without a FREQ axis, read by :func:`frequency_hz`)."""
     cards = site_cards(cfg)
     starts = [_mjd(h, "OBS") for h in member_headers]
     ends = [_mjd(h, "END") for h in member_headers]
     if starts and all(s is not None for s in starts):
         t0 = min(starts)
         if all(e is not None for e in ends):
-            cards.update(time_cards(t0, max(ends)))
+            mid = float(np.mean([(s + e) / 2 for s, e in zip(starts, ends)]))
+            cards.update(time_cards(t0, max(ends), mid))
         else:
             cards.update({"DATE-OBS": Time(t0, format="mjd", scale="utc").isot,
                           "MJD-OBS": t0, "TIMESYS": "UTC"})

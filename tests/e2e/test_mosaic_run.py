@@ -153,11 +153,13 @@ def test_products_say_where_and_when_they_were_observed(run):
             assert Time(hdr["DATE-OBS"], scale="utc").mjd == pytest.approx(t0, abs=0.5 / 86400)
             assert Time(hdr["DATE-END"], scale="utc").mjd == pytest.approx(t1, abs=0.5 / 86400)
             assert hdr["MJD-OBS"] == pytest.approx(t0, abs=0.5 / 86400)
+            assert hdr["MJD-END"] == pytest.approx(t1, abs=0.5 / 86400)
+            assert hdr["MJD-AVG"] == pytest.approx((t0 + t1) / 2, abs=0.5 / 86400)
             assert hdr["TIMESYS"] == "UTC"
         # the image's source catalogue carries the image's site and span
         cat = fits.getheader(folder / f"{obs_id}.sources.fits", 1)
         image_hdr = fits.getheader(folder / f"{obs_id}.image.fits")
-        for k in ("DATE-OBS", "DATE-END", "OBSGEO-X", "OBSGEO-Y", "OBSGEO-Z"):
+        for k in ("DATE-OBS", "DATE-END", "MJD-AVG", "OBSGEO-X", "OBSGEO-Y", "OBSGEO-Z"):
             assert cat[k] == image_hdr[k], k
     mos = reg.get("mosaics", summary.mosaics[0])
     hdr = fits.getheader(mos["path"])
@@ -165,6 +167,8 @@ def test_products_say_where_and_when_they_were_observed(run):
         spans[members[0]][0], abs=0.5 / 86400)
     assert Time(hdr["DATE-END"], scale="utc").mjd == pytest.approx(
         spans[members[-1]][1], abs=0.5 / 86400)
+    assert hdr["MJD-AVG"] == pytest.approx(np.mean([sum(s) / 2 for s in spans.values()]),
+                                           abs=0.5 / 86400)
     assert [hdr[f"OBSGEO-{k}"] for k in "XYZ"] == pytest.approx(
         [site.x.to_value(u.m), site.y.to_value(u.m), site.z.to_value(u.m)], abs=1.0)
     image_hdr = fits.getheader(Path(reg.get("products", f"image:{members[0]}")[
