@@ -15,13 +15,10 @@ last member's end.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-from astropy import units as u
-from astropy.coordinates import EarthLocation
-from astropy.io import fits
 from astropy.time import Time
+
+from engine.telescope import Telescope
 
 
 BAND_CENTRE_HZ = 1.405e9  # DSA-110's band centre, for an image that names no frequency
@@ -34,11 +31,9 @@ _OTHER_SITE_CARDS = ("OBSGEO-L", "OBSGEO-B", "OBSGEO-H")
 
 
 def site_cards(cfg) -> dict:
-    """OBSGEO-X/Y/Z (m, ITRF geocentric) of ``site.*`` (WGS84 longitude, latitude, height)."""
-    loc = EarthLocation.from_geodetic(cfg.site.longitude_deg * u.deg,
-                                      cfg.site.latitude_deg * u.deg,
-                                      cfg.site.height_m * u.m, ellipsoid="WGS84")
-    return {k: float(v.to_value(u.m)) for k, v in zip(OBSGEO, (loc.x, loc.y, loc.z))}
+    """OBSGEO-X/Y/Z (m, ITRF geocentric) of ``site.*`` (WGS84 longitude, latitude, height):
+    the array reference position the engine phases and computes LST with."""
+    return dict(zip(OBSGEO, map(float, Telescope(cfg).site_ecef)))
 
 
 def time_cards(start_mjd: float, end_mjd: float, avg_mjd: float | None = None) -> dict:
@@ -107,9 +102,3 @@ def stamp(header, cards: dict) -> None:
             header.remove(k, ignore_missing=True, remove_all=True)
     for k, v in cards.items():
         header[k] = v
-
-
-def stamp_file(path: Path, cards: dict) -> None:
-    """:func:`stamp` a FITS file's primary header in place."""
-    with fits.open(path, mode="update") as hdul:
-        stamp(hdul[0].header, cards)

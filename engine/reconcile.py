@@ -27,7 +27,7 @@ from engine.states import FileStatus, ObsState, ProductState
 
 log = logging.getLogger(__name__)
 
-# observations whose MS the engine still expects in stage (see Driver.settle_stage)
+# observations whose MS the engine still expects in stage (see StageBudget.settle)
 MS_EXPECTED = (ObsState.CONVERTED, ObsState.CALIBRATING, ObsState.AWAITING_CALIBRATION,
                ObsState.IMAGING, ObsState.IMAGED, ObsState.MOSAICKED)
 # folders the engine makes to hold other things (never orphans themselves)

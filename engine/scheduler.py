@@ -402,7 +402,7 @@ class Driver:
                 self.reg.transition("mosaics", data_id, MosaicState.PUBLISHED)
             self.summary.mosaics.append(data_id)
         else:
-            self.settle_stage(data_id.split(":", 1)[1])
+            self.stage_budget.settle(data_id.split(":", 1)[1])
         return True
 
     def complete(self, ref, obs_id: str, step: Step):
@@ -486,25 +486,6 @@ class Driver:
         self.reg.release(obs_id, self.owner)
         if self.publish(data_id, manifest["qa"]):
             self.science.after_publication(manifest)
-
-    def settle_stage(self, obs_id: str):
-        """After publication the MS is kept or removed from stage; what happened is
-        recorded after it happened (a removal that failed says so)."""
-        obs = self.reg.get("observations", obs_id)
-        keep = self.cfg.publish.keep_ms
-        if keep or not obs["ms_path"]:
-            self.reg.note("observations", obs_id, obs["state"],
-                          {"stage": f"MS kept (publish.keep_ms = {str(keep).lower()})"})
-            return
-        try:
-            shutil.rmtree(confine(obs["ms_path"], self.areas.stage))
-            self.reg.forget_ms(obs_id, "MS removed (publish.keep_ms = false)")
-        except FileNotFoundError:
-            self.reg.forget_ms(obs_id, "MS was already gone (publish.keep_ms = false)")
-        except OSError as exc:  # still there: the record keeps its path
-            log.warning("%s: MS removal failed: %s", obs_id, exc)
-            self.reg.note("observations", obs_id, obs["state"],
-                          {"stage": f"MS removal failed: {exc}"})
 
 
 def run(cfg: Config, base: Path, *, once: bool = True, poll_s: float = 2.0,

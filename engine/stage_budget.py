@@ -317,21 +317,43 @@ class StageBudget:
         for obs in self.removable(set(held_open())):
             if self.committed(active) + need <= self.budget:
                 break
-            try:
-                shutil.rmtree(confine(obs["ms_path"], self.stage))
-                self.reg.forget_ms(obs["obs_id"], "MS removed by retention: stage over its "
-                                   f"budget of {self.budget / 1e9:.3f} GB")
-            except FileNotFoundError:
-                self.reg.forget_ms(obs["obs_id"], "MS was already gone (retention)")
-            except OSError as exc:  # still there: the record keeps its path
-                log.warning("%s: MS removal by retention failed: %s", obs["obs_id"], exc)
-                continue
+            if self.remove_ms(obs, f"by retention: stage over its budget of "
+                                   f"{self.budget / 1e9:.3f} GB"):
+                continue  # still there (logged); retention tries again next pass
             removed.append(obs["obs_id"])
             self.usage(fresh=True)
         if removed:
             log.info("retention removed %d MS(s) from stage: %s", len(removed),
                      ", ".join(removed))
         return removed
+
+    def remove_ms(self, obs: dict, why: str) -> str | None:
+        """Remove the observation's MS from stage and record it after it happened ("MS
+        removed <why>", or that it was already gone). A removal that fails is logged and
+        leaves the record's path (the MS is still there); returns its error, else None."""
+        try:
+            shutil.rmtree(confine(obs["ms_path"], self.stage))
+            self.reg.forget_ms(obs["obs_id"], f"MS removed {why}")
+        except FileNotFoundError:
+            self.reg.forget_ms(obs["obs_id"], f"MS was already gone when removed {why}")
+        except OSError as exc:
+            log.warning("%s: MS removal %s failed: %s", obs["obs_id"], why, exc)
+            return str(exc)
+        return None
+
+    def settle(self, obs_id: str):
+        """After an image's publication its MS is kept (``publish.keep_ms``; retention may
+        remove it later) or removed; what happened is recorded after it happened."""
+        obs = self.reg.get("observations", obs_id)
+        keep = self.cfg.publish.keep_ms
+        if keep or not obs["ms_path"]:
+            self.reg.note("observations", obs_id, obs["state"],
+                          {"stage": f"MS kept (publish.keep_ms = {str(keep).lower()})"})
+            return
+        err = self.remove_ms(obs, "after publication (publish.keep_ms = false)")
+        if err:  # recorded too: the MS stays in stage until retention or an operator
+            self.reg.note("observations", obs_id, obs["state"],
+                          {"stage": f"MS removal failed: {err}"})
 
     def report(self, next_obs: str | None = None) -> dict:
         """What ``status`` shows: usage against the budget, whether the next observation

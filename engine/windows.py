@@ -27,9 +27,8 @@ no two windows share more than ``overlap`` members. A rerun finds the same windo
 
 from __future__ import annotations
 
-import math
-
 import hashlib
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 

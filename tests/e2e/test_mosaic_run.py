@@ -117,6 +117,12 @@ def _file_span_and_site(uvh5_path):
     return span, uv.telescope.location
 
 
+def _metres_apart(a, b) -> float:
+    """Distance (m) between two EarthLocations."""
+    return float(np.linalg.norm([(a.x - b.x).to_value(u.m), (a.y - b.y).to_value(u.m),
+                                 (a.z - b.z).to_value(u.m)]))
+
+
 def test_products_say_where_and_when_they_were_observed(run):
     """Every published image (and its residual and beam) and the mosaic carry the site as
     ITRF OBSGEO-X/Y/Z (CASA's exportfits wrote a vector 1.2 km from the Earth's centre) and
@@ -130,7 +136,7 @@ def test_products_say_where_and_when_they_were_observed(run):
     site = EarthLocation.from_geodetic(cfg.site.longitude_deg * u.deg,
                                        cfg.site.latitude_deg * u.deg, cfg.site.height_m * u.m)
     members = json.loads(reg.get("mosaics", summary.mosaics[0])["members"])
-    spans = {}
+    spans, freqs = {}, []
     for obs_id in members:
         folder = Path(reg.get("products", f"image:{obs_id}")["published_path"])
         (t0, t1), file_site = _file_span_and_site(reg.subband_files(obs_id)[0])
@@ -140,14 +146,8 @@ def test_products_say_where_and_when_they_were_observed(run):
             where = EarthLocation.from_geocentric(*(hdr[f"OBSGEO-{k}"] for k in "XYZ"),
                                                   unit=u.m)
             assert abs(where.height.to_value(u.m) - cfg.site.height_m) < 1.0, (kind, hdr)
-            offset = np.linalg.norm([(where.x - site.x).to_value(u.m),
-                                     (where.y - site.y).to_value(u.m),
-                                     (where.z - site.z).to_value(u.m)])
-            assert offset < 1.0, (kind, offset)
-            to_file = np.linalg.norm([(where.x - file_site.x).to_value(u.m),
-                                      (where.y - file_site.y).to_value(u.m),
-                                      (where.z - file_site.z).to_value(u.m)])
-            assert to_file < 100.0, (kind, to_file)
+            assert _metres_apart(where, site) < 1.0, kind
+            assert _metres_apart(where, file_site) < 100.0, kind
             if kind == "pb":
                 continue
             assert Time(hdr["DATE-OBS"], scale="utc").mjd == pytest.approx(t0, abs=0.5 / 86400)
@@ -161,6 +161,10 @@ def test_products_say_where_and_when_they_were_observed(run):
         image_hdr = fits.getheader(folder / f"{obs_id}.image.fits")
         for k in ("DATE-OBS", "DATE-END", "MJD-AVG", "OBSGEO-X", "OBSGEO-Y", "OBSGEO-Z"):
             assert cat[k] == image_hdr[k], k
+        # each member's frequency: its image's FREQ axis (LSRK: it moves by kHz from one
+        # observation to the next)
+        freqs += [image_hdr[f"CRVAL{i}"] for i in range(1, image_hdr["NAXIS"] + 1)
+                  if image_hdr[f"CTYPE{i}"].startswith("FREQ")]
     mos = reg.get("mosaics", summary.mosaics[0])
     hdr = fits.getheader(mos["path"])
     assert Time(hdr["DATE-OBS"], scale="utc").mjd == pytest.approx(
@@ -171,17 +175,8 @@ def test_products_say_where_and_when_they_were_observed(run):
                                            abs=0.5 / 86400)
     assert [hdr[f"OBSGEO-{k}"] for k in "XYZ"] == pytest.approx(
         [site.x.to_value(u.m), site.y.to_value(u.m), site.z.to_value(u.m)], abs=1.0)
-    image_hdr = fits.getheader(Path(reg.get("products", f"image:{members[0]}")[
-        "published_path"]) / f"{members[0]}.image.fits")
     assert hdr["TELESCOP"] == image_hdr["TELESCOP"]
-    # the members' mean frequency (a FREQ axis in each image, LSRK: it moves by kHz from
-    # one observation to the next), not the band-centre fallback
-    freqs = []
-    for obs_id in members:
-        h = fits.getheader(Path(reg.get("products", f"image:{obs_id}")["published_path"])
-                           / f"{obs_id}.image.fits")
-        freqs += [h[f"CRVAL{i}"] for i in range(1, h["NAXIS"] + 1)
-                  if h[f"CTYPE{i}"].startswith("FREQ")]
+    # the members' mean frequency, not the band-centre fallback
     assert len(freqs) == len(members)
     assert hdr["RESTFRQ"] == pytest.approx(np.mean(freqs), rel=1e-9)
 
